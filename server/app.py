@@ -1,0 +1,182 @@
+"""The one composition root: settings in, a ready (not yet started) gRPC server out.
+
+`build_server` wires the engine, Redis, token keys, interceptors, the five services, health and
+reflection explicitly. `python -m server`, `make run` and the tests all call it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from redis.asyncio import Redis
+
+from amesa.auth.v1 import auth_service_pb2, auth_service_pb2_grpc
+from amesa.content.v1 import content_service_pb2, content_service_pb2_grpc
+from amesa.lottery.v1 import lottery_service_pb2, lottery_service_pb2_grpc
+from amesa.payment.v1 import payment_service_pb2, payment_service_pb2_grpc
+from amesa.user.v1 import user_service_pb2, user_service_pb2_grpc
+from server.auth.servicer import AuthServicer
+from server.content.servicer import ContentServicer
+from server.core.access import access_levels
+from server.core.db import Database
+from server.core.health import HealthMonitor
+from server.core.interceptors import (
+    AccessLogInterceptor,
+    AuthInterceptor,
+    ErrorInterceptor,
+    ValidationInterceptor,
+)
+from server.core.metrics import Metrics
+from server.core.settings import Settings
+from server.core.tokens import (
+    AccessTokenSigner,
+    AccessTokenVerifier,
+    load_private_key,
+    load_public_key,
+)
+from server.lottery.servicer import LotteryServicer
+from server.payment.servicer import PaymentServicer
+from server.user.servicer import UserServicer
+
+log = logging.getLogger("amesa.server")
+
+SERVICE_DESCRIPTORS = (
+    auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"],
+    user_service_pb2.DESCRIPTOR.services_by_name["UserService"],
+    lottery_service_pb2.DESCRIPTOR.services_by_name["LotteryService"],
+    payment_service_pb2.DESCRIPTOR.services_by_name["PaymentService"],
+    content_service_pb2.DESCRIPTOR.services_by_name["ContentService"],
+)
+SERVICE_NAMES = tuple(s.full_name for s in SERVICE_DESCRIPTORS)
+
+
+@dataclass
+class App:
+    """A built server and what it owns; `stop()` releases all of it."""
+
+    settings: Settings
+    server: grpc.aio.Server
+    port: int
+    database: Database
+    redis: Redis
+    health: HealthMonitor
+    metrics: Metrics
+    signer: AccessTokenSigner
+    verifier: AccessTokenVerifier
+    shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self) -> None:
+        await self.server.start()
+        await self.health.start()
+        log.info("serving gRPC on port %d", self.port)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Graceful stop: NOT_SERVING, then streams told to end, then in-flight calls drain."""
+        grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        await self.health.drain()
+        self.shutting_down.set()
+        await self.server.stop(grace)
+        await self.health.stop()
+        await self.database.close()
+        await self.redis.aclose()
+
+    async def wait(self) -> None:
+        await self.server.wait_for_termination()
+
+
+def token_keys(settings: Settings) -> tuple[AccessTokenSigner, AccessTokenVerifier]:
+    if settings.jwt_private_key_file is not None:
+        private_key = load_private_key(settings.jwt_private_key_file)
+    else:
+        # Development and tests only (production refuses to start without a key file): tokens
+        # from a previous run stop verifying after a restart, which is what an ephemeral key means.
+        log.warning("AMESA_JWT_PRIVATE_KEY_FILE is not set: using an ephemeral signing key")
+        private_key = Ed25519PrivateKey.generate()
+    signer = AccessTokenSigner(
+        private_key, issuer=settings.jwt_issuer, audience=settings.jwt_audience
+    )
+    previous = [load_public_key(path) for path in settings.jwt_public_key_files]
+    verifier = AccessTokenVerifier(
+        [signer.public_key, *previous], issuer=settings.jwt_issuer, audience=settings.jwt_audience
+    )
+    return signer, verifier
+
+
+def build_server(settings: Settings, *, address: str | None = None) -> App:
+    """Wires everything; `address` overrides settings (tests bind 127.0.0.1:0)."""
+    metrics = Metrics()
+    database = Database(
+        settings.database_url, role=settings.database_role, pool_size=settings.database_pool_size
+    )
+    redis = Redis.from_url(settings.redis_url)
+    signer, verifier = token_keys(settings)
+    health = HealthMonitor(
+        database=database,
+        redis=redis,
+        services=SERVICE_NAMES,
+        interval_seconds=settings.health_probe_interval_seconds,
+        metrics=metrics,
+    )
+    server = grpc.aio.server(
+        interceptors=[
+            AccessLogInterceptor(metrics),
+            ErrorInterceptor(),
+            AuthInterceptor(access_levels(SERVICE_DESCRIPTORS), verifier),
+            ValidationInterceptor(),
+        ],
+        options=[
+            ("grpc.so_reuseport", 1),  # AMESA_WORKERS processes share one port
+            ("grpc.max_receive_message_length", 16 * 1024 * 1024),  # 10 MB uploads + envelope
+        ],
+    )
+    # Servicers still inherit the generated base for the RPCs not built yet (answered
+    # UNIMPLEMENTED by the error interceptor), so mypy sees them as abstract.
+    auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
+        AuthServicer(),  # type: ignore[abstract]
+        server,
+    )
+    user_service_pb2_grpc.add_UserServiceServicer_to_server(
+        UserServicer(),  # type: ignore[abstract]
+        server,
+    )
+    lottery_service_pb2_grpc.add_LotteryServiceServicer_to_server(
+        LotteryServicer(),  # type: ignore[abstract]
+        server,
+    )
+    payment_service_pb2_grpc.add_PaymentServiceServicer_to_server(
+        PaymentServicer(),  # type: ignore[abstract]
+        server,
+    )
+    content_service_pb2_grpc.add_ContentServiceServicer_to_server(
+        ContentServicer(database=database),  # type: ignore[abstract]
+        server,
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
+    reflection.enable_server_reflection(
+        (
+            *SERVICE_NAMES,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    port = server.add_insecure_port(address or settings.grpc_address)
+    if port == 0:
+        raise OSError(f"cannot listen on {address or settings.grpc_address}")
+    return App(
+        settings=settings,
+        server=server,
+        port=port,
+        database=database,
+        redis=redis,
+        health=health,
+        metrics=metrics,
+        signer=signer,
+        verifier=verifier,
+    )

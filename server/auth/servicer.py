@@ -1,0 +1,14 @@
+"""gRPC adapter of AuthService.
+
+Not built yet: every RPC inherits the generated base implementation, which the error
+interceptor answers with UNIMPLEMENTED / NOT_IMPLEMENTED (after authentication and validation,
+so the access matrix already holds).
+"""
+
+from __future__ import annotations
+
+from amesa.auth.v1 import auth_service_pb2_grpc
+
+
+class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
+    pass

@@ -1,0 +1,150 @@
+"""Typed, frozen settings read once from `AMESA_*` environment variables.
+
+Production refuses the development defaults (placeholder secrets, generated keys), so a server
+can never go live with a key that is printed in this repository.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or invalid; the message names the variable."""
+
+
+# Development placeholders. Production refuses every one of them.
+DEV_PAGE_TOKEN_SECRET = "dev-page-token-secret-not-for-production"  # noqa: S105
+DEV_PII_KEY = base64.b64encode(b"amesa-dev-pii-key-32-bytes-long!").decode()
+DEV_PII_INDEX_KEY = base64.b64encode(b"amesa-dev-blind-index-key-32-b!!").decode()
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    environment: Environment
+    grpc_address: str
+    metrics_address: str
+    database_url: str
+    database_role: str
+    database_pool_size: int
+    redis_url: str
+    workers: int
+    shutdown_grace_seconds: float
+    health_probe_interval_seconds: float
+    jwt_issuer: str
+    jwt_audience: str
+    jwt_private_key_file: Path | None
+    jwt_public_key_files: tuple[Path, ...]
+    page_token_secret: str
+    pii_key: bytes
+    pii_key_id: str
+    pii_index_key: bytes
+    log_level: str
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment is Environment.PRODUCTION
+
+
+def _get(env: Mapping[str, str], name: str, default: str | None = None) -> str:
+    value = env.get(name, default)
+    if value is None or value == "":
+        raise SettingsError(f"{name} is required")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise SettingsError(f"{name} must be >= 0")
+    return value
+
+
+def _key(env: Mapping[str, str], name: str, default: str) -> bytes:
+    raw = env.get(name, default)
+    try:
+        key = base64.b64decode(raw, validate=True)
+    except ValueError:
+        raise SettingsError(f"{name} must be base64") from None
+    if len(key) != 32:
+        raise SettingsError(f"{name} must decode to 32 bytes (AES-256)")
+    return key
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Reads and validates the configuration; raises SettingsError naming the bad variable."""
+    env = os.environ if env is None else env
+    try:
+        environment = Environment(env.get("AMESA_ENV", "development"))
+    except ValueError:
+        raise SettingsError("AMESA_ENV must be development, test or production") from None
+    private_key = env.get("AMESA_JWT_PRIVATE_KEY_FILE")
+    public_keys = env.get("AMESA_JWT_PUBLIC_KEY_FILES", "")
+    settings = Settings(
+        environment=environment,
+        grpc_address=env.get("AMESA_GRPC_ADDRESS", "127.0.0.1:50051"),
+        metrics_address=env.get("AMESA_METRICS_ADDRESS", "127.0.0.1:9464"),
+        database_url=_get(env, "AMESA_DATABASE_URL"),
+        database_role=env.get("AMESA_DATABASE_ROLE", "amesa_app"),
+        database_pool_size=_int(env, "AMESA_DATABASE_POOL_SIZE", 10, minimum=1),
+        redis_url=_get(env, "AMESA_REDIS_URL"),
+        workers=_int(env, "AMESA_WORKERS", 1, minimum=1),
+        shutdown_grace_seconds=_float(env, "AMESA_SHUTDOWN_GRACE_SECONDS", 10.0),
+        health_probe_interval_seconds=_float(env, "AMESA_HEALTH_PROBE_INTERVAL_SECONDS", 2.0),
+        jwt_issuer=env.get("AMESA_JWT_ISSUER", "https://auth.amesa.local"),
+        jwt_audience=env.get("AMESA_JWT_AUDIENCE", "amesa-api"),
+        jwt_private_key_file=Path(private_key) if private_key else None,
+        jwt_public_key_files=tuple(Path(p) for p in public_keys.split(",") if p),
+        page_token_secret=env.get("AMESA_PAGE_TOKEN_SECRET", DEV_PAGE_TOKEN_SECRET),
+        pii_key=_key(env, "AMESA_PII_KEY", DEV_PII_KEY),
+        pii_key_id=env.get("AMESA_PII_KEY_ID", "dev"),
+        pii_index_key=_key(env, "AMESA_PII_INDEX_KEY", DEV_PII_INDEX_KEY),
+        log_level=env.get("AMESA_LOG_LEVEL", "INFO").upper(),
+    )
+    if settings.is_production:
+        _refuse_development_defaults(settings, env)
+    return settings
+
+
+def _refuse_development_defaults(settings: Settings, env: Mapping[str, str]) -> None:
+    problems: list[str] = []
+    if settings.page_token_secret == DEV_PAGE_TOKEN_SECRET:
+        problems.append("AMESA_PAGE_TOKEN_SECRET is the development placeholder")
+    if len(settings.page_token_secret) < 32:
+        problems.append("AMESA_PAGE_TOKEN_SECRET must be at least 32 characters")
+    if "AMESA_PII_KEY" not in env or env["AMESA_PII_KEY"] == DEV_PII_KEY:
+        problems.append("AMESA_PII_KEY must be set to a production key")
+    if "AMESA_PII_INDEX_KEY" not in env or env["AMESA_PII_INDEX_KEY"] == DEV_PII_INDEX_KEY:
+        problems.append("AMESA_PII_INDEX_KEY must be set to a production key")
+    if settings.pii_key_id == "dev":
+        problems.append("AMESA_PII_KEY_ID must name the production key")
+    if settings.jwt_private_key_file is None:
+        problems.append("AMESA_JWT_PRIVATE_KEY_FILE must be set (no generated keys in production)")
+    if problems:
+        raise SettingsError("refusing to start in production: " + "; ".join(problems))

@@ -1,0 +1,14 @@
+"""gRPC adapter of LotteryService.
+
+Not built yet: every RPC inherits the generated base implementation, which the error
+interceptor answers with UNIMPLEMENTED / NOT_IMPLEMENTED (after authentication and validation,
+so the access matrix already holds).
+"""
+
+from __future__ import annotations
+
+from amesa.lottery.v1 import lottery_service_pb2_grpc
+
+
+class LotteryServicer(lottery_service_pb2_grpc.LotteryServiceServicer):
+    pass

@@ -1,0 +1,14 @@
+"""gRPC adapter of PaymentService.
+
+Not built yet: every RPC inherits the generated base implementation, which the error
+interceptor answers with UNIMPLEMENTED / NOT_IMPLEMENTED (after authentication and validation,
+so the access matrix already holds).
+"""
+
+from __future__ import annotations
+
+from amesa.payment.v1 import payment_service_pb2_grpc
+
+
+class PaymentServicer(payment_service_pb2_grpc.PaymentServiceServicer):
+    pass
