@@ -32,7 +32,7 @@ gen: venv
 check: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy server tests migrations clients/python
+	$(BIN)/mypy server tests migrations clients/python bench
 	$(BIN)/buf lint
 	$(BIN)/buf format --diff --exit-code
 	scripts/buf_breaking.sh

@@ -108,6 +108,18 @@ def token_keys(settings: Settings) -> tuple[AccessTokenSigner, AccessTokenVerifi
     return signer, verifier
 
 
+def interceptors(
+    metrics: Metrics, verifier: AccessTokenVerifier
+) -> list[grpc.aio.ServerInterceptor]:
+    """The stack every RPC passes through, outermost first (see server/core/interceptors.py)."""
+    return [
+        AccessLogInterceptor(metrics),
+        ErrorInterceptor(),
+        AuthInterceptor(access_levels(SERVICE_DESCRIPTORS), verifier),
+        ValidationInterceptor(),
+    ]
+
+
 def build_server(settings: Settings, *, address: str | None = None) -> App:
     """Wires everything; `address` overrides settings (tests bind 127.0.0.1:0)."""
     metrics = Metrics()
@@ -124,12 +136,7 @@ def build_server(settings: Settings, *, address: str | None = None) -> App:
         metrics=metrics,
     )
     server = grpc.aio.server(
-        interceptors=[
-            AccessLogInterceptor(metrics),
-            ErrorInterceptor(),
-            AuthInterceptor(access_levels(SERVICE_DESCRIPTORS), verifier),
-            ValidationInterceptor(),
-        ],
+        interceptors=interceptors(metrics, verifier),
         options=[
             ("grpc.so_reuseport", 1),  # AMESA_WORKERS processes share one port
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),  # 10 MB uploads + envelope

@@ -37,6 +37,14 @@ class Metrics:
             multiprocess_mode="livemin",
         )
 
+        # Label lookups take a lock and build a tuple on every call; the set of (method, code)
+        # pairs is small and fixed, so the children are looked up once.
+        self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+
     def observe_rpc(self, method: str, code: str, seconds: float) -> None:
-        self.rpcs.labels(method, code).inc()
-        self.latency.labels(method).observe(seconds)
+        children = self._children.get((method, code))
+        if children is None:
+            children = (self.rpcs.labels(method, code), self.latency.labels(method))
+            self._children[(method, code)] = children
+        children[0].inc()
+        children[1].observe(seconds)

@@ -1,0 +1,17 @@
+"""`make bench`: runs every benchmark and prints one line of ratios each."""
+
+from __future__ import annotations
+
+import sys
+
+from bench import interceptors
+
+
+def main() -> None:
+    for benchmark in (interceptors,):
+        sys.stdout.write(benchmark.run() + "\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
