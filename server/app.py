@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -24,7 +24,9 @@ from amesa.user.v1 import user_service_pb2, user_service_pb2_grpc
 from server.auth.servicer import AuthServicer
 from server.content.servicer import ContentServicer
 from server.core.access import access_levels
+from server.core.crypto import PiiCipher
 from server.core.db import Database
+from server.core.deps import Deps
 from server.core.health import HealthMonitor
 from server.core.interceptors import (
     AccessLogInterceptor,
@@ -33,6 +35,7 @@ from server.core.interceptors import (
     ValidationInterceptor,
 )
 from server.core.metrics import Metrics
+from server.core.pagination import PageTokens
 from server.core.settings import Settings
 from server.core.tokens import (
     AccessTokenSigner,
@@ -69,7 +72,7 @@ class App:
     metrics: Metrics
     signer: AccessTokenSigner
     verifier: AccessTokenVerifier
-    shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
+    deps: Deps
 
     async def start(self) -> None:
         await self.server.start()
@@ -80,7 +83,7 @@ class App:
         """Graceful stop: NOT_SERVING, then streams told to end, then in-flight calls drain."""
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
         await self.health.drain()
-        self.shutting_down.set()
+        self.deps.shutting_down.set()
         await self.server.stop(grace)
         await self.health.stop()
         await self.database.close()
@@ -135,6 +138,20 @@ def build_server(settings: Settings, *, address: str | None = None) -> App:
         interval_seconds=settings.health_probe_interval_seconds,
         metrics=metrics,
     )
+    deps = Deps(
+        settings=settings,
+        database=database,
+        redis=redis,
+        signer=signer,
+        verifier=verifier,
+        page_tokens=PageTokens(settings.page_token_secret),
+        cipher=PiiCipher(
+            {settings.pii_key_id: settings.pii_key},
+            current_key_id=settings.pii_key_id,
+            index_key=settings.pii_index_key,
+        ),
+        shutting_down=asyncio.Event(),
+    )
     server = grpc.aio.server(
         interceptors=interceptors(metrics, verifier),
         options=[
@@ -145,23 +162,23 @@ def build_server(settings: Settings, *, address: str | None = None) -> App:
     # Servicers still inherit the generated base for the RPCs not built yet (answered
     # UNIMPLEMENTED by the error interceptor), so mypy sees them as abstract.
     auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
-        AuthServicer(),  # type: ignore[abstract]
+        AuthServicer(deps),  # type: ignore[abstract]
         server,
     )
     user_service_pb2_grpc.add_UserServiceServicer_to_server(
-        UserServicer(),  # type: ignore[abstract]
+        UserServicer(deps),  # type: ignore[abstract]
         server,
     )
     lottery_service_pb2_grpc.add_LotteryServiceServicer_to_server(
-        LotteryServicer(),  # type: ignore[abstract]
+        LotteryServicer(deps),  # type: ignore[abstract]
         server,
     )
     payment_service_pb2_grpc.add_PaymentServiceServicer_to_server(
-        PaymentServicer(),  # type: ignore[abstract]
+        PaymentServicer(deps),  # type: ignore[abstract]
         server,
     )
     content_service_pb2_grpc.add_ContentServiceServicer_to_server(
-        ContentServicer(database=database),  # type: ignore[abstract]
+        ContentServicer(deps),  # type: ignore[abstract]
         server,
     )
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
@@ -186,4 +203,5 @@ def build_server(settings: Settings, *, address: str | None = None) -> App:
         metrics=metrics,
         signer=signer,
         verifier=verifier,
+        deps=deps,
     )

@@ -8,7 +8,9 @@ so the access matrix already holds).
 from __future__ import annotations
 
 from amesa.auth.v1 import auth_service_pb2_grpc
+from server.core.deps import Deps
 
 
 class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
-    pass
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps

@@ -13,14 +13,14 @@ import grpc
 from amesa.content.v1 import content_service_pb2 as pb
 from amesa.content.v1 import content_service_pb2_grpc
 from server.content import mapping, service
-from server.core.db import Database
+from server.core.deps import Deps
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class ContentServicer(content_service_pb2_grpc.ContentServiceServicer):
-    def __init__(self, *, database: Database) -> None:
-        self._database = database
+    def __init__(self, deps: Deps) -> None:
+        self._database = deps.database
 
     async def ListLanguages(
         self, request: pb.ListLanguagesRequest, context: Context

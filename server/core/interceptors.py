@@ -26,6 +26,7 @@ from grpc_status import rpc_status
 
 from server.core.access import AccessLevel, level_of
 from server.core.context import (
+    bind_call,
     bind_principal,
     bind_request_id,
     current_principal,
@@ -149,6 +150,7 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
         valid = supplied is not None and _REQUEST_ID.match(supplied) is not None
         bind_request_id(supplied if valid and supplied else uuid.uuid4().hex)
         bind_principal(None)
+        bind_call(context)
         return time.perf_counter()
 
     def _end(self, method: str, context: grpc.aio.ServicerContext[Any, Any], start: float) -> None:

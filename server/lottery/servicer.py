@@ -8,7 +8,9 @@ so the access matrix already holds).
 from __future__ import annotations
 
 from amesa.lottery.v1 import lottery_service_pb2_grpc
+from server.core.deps import Deps
 
 
 class LotteryServicer(lottery_service_pb2_grpc.LotteryServiceServicer):
-    pass
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps

@@ -8,7 +8,9 @@ so the access matrix already holds).
 from __future__ import annotations
 
 from amesa.payment.v1 import payment_service_pb2_grpc
+from server.core.deps import Deps
 
 
 class PaymentServicer(payment_service_pb2_grpc.PaymentServiceServicer):
-    pass
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps

@@ -8,7 +8,9 @@ so the access matrix already holds).
 from __future__ import annotations
 
 from amesa.user.v1 import user_service_pb2_grpc
+from server.core.deps import Deps
 
 
 class UserServicer(user_service_pb2_grpc.UserServiceServicer):
-    pass
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps

@@ -1,0 +1,29 @@
+"""The dependencies servicers use, built once by server.app.build_server."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from server.core.crypto import PiiCipher
+from server.core.db import Database
+from server.core.pagination import PageTokens
+from server.core.settings import Settings
+from server.core.tokens import AccessTokenSigner, AccessTokenVerifier
+
+
+@dataclass(frozen=True)
+class Deps:
+    """What the servicers may use, built once by build_server. Servicers take the whole object
+    and keep the parts they need, so wiring a new dependency touches this class only."""
+
+    settings: Settings
+    database: Database
+    redis: Redis
+    signer: AccessTokenSigner
+    verifier: AccessTokenVerifier
+    page_tokens: PageTokens
+    cipher: PiiCipher
+    shutting_down: asyncio.Event
