@@ -32,11 +32,13 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def _test_database_url() -> str:
+    # One database per test run (several runs may share a server), dropped when the run ends.
     url = make_url(async_url(os.environ.get("AMESA_DATABASE_URL", DEFAULT_DATABASE_URL)))
-    return url.set(database=f"{url.database or 'amesa'}_test").render_as_string(hide_password=False)
+    name = f"{url.database or 'amesa'}_test_{os.getpid()}"
+    return url.set(database=name).render_as_string(hide_password=False)
 
 
-async def _recreate_database(url: str) -> None:
+async def _drop_database(url: str) -> None:
     target = make_url(url)
     engine = create_async_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
     async with engine.connect() as connection:
@@ -51,11 +53,12 @@ def database_url() -> str:
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def migrated_database(database_url: str) -> str:
-    await _recreate_database(database_url)
+async def migrated_database(database_url: str) -> AsyncIterator[str]:
+    await _drop_database(database_url)
     # Alembic's env runs its own event loop: keep it off the session loop.
     await asyncio.to_thread(migrate, database_url)
-    return database_url
+    yield database_url
+    await _drop_database(database_url)
 
 
 @pytest.fixture(scope="session")
