@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 
-from bench import interceptors
+from bench import draw, interceptors
 
 
 def main() -> None:
-    for benchmark in (interceptors,):
+    for benchmark in (interceptors, draw):
         sys.stdout.write(benchmark.run() + "\n")
         sys.stdout.flush()
 
