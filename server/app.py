@@ -27,6 +27,7 @@ from server.core.access import access_levels
 from server.core.crypto import PiiCipher
 from server.core.db import Database
 from server.core.deps import Deps
+from server.core.events import EventBus
 from server.core.health import HealthMonitor
 from server.core.interceptors import (
     AccessLogInterceptor,
@@ -34,8 +35,10 @@ from server.core.interceptors import (
     ErrorInterceptor,
     ValidationInterceptor,
 )
+from server.core.jobs import JobRunner
 from server.core.metrics import Metrics
 from server.core.pagination import PageTokens
+from server.core.ratelimit import RateLimiter
 from server.core.settings import Settings
 from server.core.tokens import (
     AccessTokenSigner,
@@ -77,6 +80,7 @@ class App:
     async def start(self) -> None:
         await self.server.start()
         await self.health.start()
+        self.deps.jobs.start()
         log.info("serving gRPC on port %d", self.port)
 
     async def stop(self, grace: float | None = None) -> None:
@@ -84,7 +88,9 @@ class App:
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
         await self.health.drain()
         self.deps.shutting_down.set()
+        await self.deps.events.close()  # live streams end now; unary calls finish in the grace
         await self.server.stop(grace)
+        await self.deps.jobs.stop()
         await self.health.stop()
         await self.database.close()
         await self.redis.aclose()
@@ -150,6 +156,9 @@ def build_server(settings: Settings, *, address: str | None = None) -> App:
             current_key_id=settings.pii_key_id,
             index_key=settings.pii_index_key,
         ),
+        events=EventBus(redis),
+        rate_limiter=RateLimiter(redis),
+        jobs=JobRunner(database),
         shutting_down=asyncio.Event(),
     )
     server = grpc.aio.server(

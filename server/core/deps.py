@@ -9,7 +9,10 @@ from redis.asyncio import Redis
 
 from server.core.crypto import PiiCipher
 from server.core.db import Database
+from server.core.events import EventBus
+from server.core.jobs import JobRunner
 from server.core.pagination import PageTokens
+from server.core.ratelimit import RateLimiter
 from server.core.settings import Settings
 from server.core.tokens import AccessTokenSigner, AccessTokenVerifier
 
@@ -26,4 +29,7 @@ class Deps:
     verifier: AccessTokenVerifier
     page_tokens: PageTokens
     cipher: PiiCipher
+    events: EventBus
+    rate_limiter: RateLimiter
+    jobs: JobRunner
     shutting_down: asyncio.Event
