@@ -44,19 +44,24 @@ class PiiCipher:
         self._index_key = index_key
 
     def encrypt(self, plaintext: str, *, context: str) -> Encrypted:
-        nonce = os.urandom(_NONCE_BYTES)
-        sealed = AESGCM(self._keys[self._current]).encrypt(
-            nonce, plaintext.encode(), context.encode()
-        )
-        return Encrypted(ciphertext=nonce + sealed, key_id=self._current)
+        return self.encrypt_bytes(plaintext.encode(), context=context)
 
     def decrypt(self, value: Encrypted, *, context: str) -> str:
+        return self.decrypt_bytes(value, context=context).decode()
+
+    def encrypt_bytes(self, plaintext: bytes, *, context: str) -> Encrypted:
+        """For files (identity documents): the same sealing, without a text round trip."""
+        nonce = os.urandom(_NONCE_BYTES)
+        sealed = AESGCM(self._keys[self._current]).encrypt(nonce, plaintext, context.encode())
+        return Encrypted(ciphertext=nonce + sealed, key_id=self._current)
+
+    def decrypt_bytes(self, value: Encrypted, *, context: str) -> bytes:
         key = self._keys.get(value.key_id)
         if key is None:
             raise DecryptionError(f"unknown key id {value.key_id!r}")
         nonce, sealed = value.ciphertext[:_NONCE_BYTES], value.ciphertext[_NONCE_BYTES:]
         try:
-            return AESGCM(key).decrypt(nonce, sealed, context.encode()).decode()
+            return AESGCM(key).decrypt(nonce, sealed, context.encode())
         except InvalidTag:
             raise DecryptionError("the value does not decrypt") from None
 

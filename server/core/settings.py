@@ -51,6 +51,8 @@ class Settings:
     pii_key_id: str
     pii_index_key: bytes
     log_level: str
+    document_dir: Path
+    media_dir: Path
 
     @property
     def is_production(self) -> bool:
@@ -126,6 +128,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         pii_key_id=env.get("AMESA_PII_KEY_ID", "dev"),
         pii_index_key=_key(env, "AMESA_PII_INDEX_KEY", DEV_PII_INDEX_KEY),
         log_level=env.get("AMESA_LOG_LEVEL", "INFO").upper(),
+        document_dir=Path(env.get("AMESA_DOCUMENT_DIR", ".data/documents")),
+        media_dir=Path(env.get("AMESA_MEDIA_DIR", ".data/media")),
     )
     if settings.is_production:
         _refuse_development_defaults(settings, env)

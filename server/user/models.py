@@ -234,6 +234,8 @@ class UserIdentityDocument(UUIDPrimaryKey, Timestamps, Base):
         enum_check("state", IdentityDocumentState),
         enum_check("content_type", IdentityDocumentContentType),
         encrypted_check("document_number"),
+        # UploadIdentityDocument's idempotency key (migration 0002); NULLs never collide.
+        UniqueConstraint("user_id", "request_id"),
         CheckConstraint("issuing_country ~ '^[A-Z]{2}$'", name="issuing_country_iso3166"),
         CheckConstraint(
             f"size_bytes > 0 AND size_bytes <= {MAX_IDENTITY_DOCUMENT_BYTES}",
@@ -275,6 +277,8 @@ class UserIdentityDocument(UUIDPrimaryKey, Timestamps, Base):
     review_reason: Mapped[str | None]
     reviewer_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
     review_time: Mapped[datetime.datetime | None]
+    # The client's idempotency key of UploadIdentityDocument, when it sent one.
+    request_id: Mapped[uuid.UUID | None]
 
 
 class Notification(UUIDPrimaryKey, Timestamps, Base):
