@@ -67,6 +67,7 @@ SETTINGS: dict[str, tuple[Any, bool, str]] = {
     "support_email": ("support@amesa.local", True, "Where users write for help."),
     "purchase_requires_kyc": (True, True, "Purchases need an approved identity document."),
     "minimum_age": (18, True, "Minimum age in years to register and buy tickets."),
+    "terms_version": ("2026-01", True, "Terms version new accounts must accept (Register)."),
 }
 
 

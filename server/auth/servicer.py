@@ -32,7 +32,6 @@ from server.core.context import current_client, require_principal
 from server.core.deps import Deps
 from server.core.names import parse_id, parse_name, resolve_user
 from server.core.pagination import page_size
-from server.core.ratelimit import RateLimiter
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -41,7 +40,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
         self._database = deps.database
-        self._throttle = Throttle(RateLimiter(deps.redis))
+        self._throttle = Throttle(deps.rate_limiter)
 
     async def Register(self, request: pb.RegisterRequest, context: Context) -> pb.AuthTokens:
         await self._throttle.registration(ip=current_client().ip)
