@@ -53,6 +53,8 @@ class Settings:
     log_level: str
     document_dir: Path
     media_dir: Path
+    media_base_url: str
+    image_hosts: frozenset[str]
 
     @property
     def is_production(self) -> bool:
@@ -130,6 +132,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_level=env.get("AMESA_LOG_LEVEL", "INFO").upper(),
         document_dir=Path(env.get("AMESA_DOCUMENT_DIR", ".data/documents")),
         media_dir=Path(env.get("AMESA_MEDIA_DIR", ".data/media")),
+        media_base_url=env.get("AMESA_MEDIA_BASE_URL", "/media/"),
+        image_hosts=frozenset(
+            host.strip().lower()
+            for host in env.get("AMESA_IMAGE_HOSTS", "images.amesa.io").split(",")
+            if host.strip()
+        ),
     )
     if settings.is_production:
         _refuse_development_defaults(settings, env)

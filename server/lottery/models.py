@@ -204,6 +204,10 @@ class House(UUIDPrimaryKey, Timestamps, SoftDelete, Base):
     search_vector: Mapped[str] = mapped_column(
         TSVECTOR(), Computed(HOUSE_SEARCH_VECTOR, persisted=True)
     )
+    # CreateHouse's optional idempotency key, and the SHA-256 of the parameters it came with
+    # (a reuse with other parameters is REQUEST_ID_REUSED).
+    create_request_id: Mapped[uuid.UUID | None] = mapped_column(unique=True)
+    create_request_digest: Mapped[bytes | None]
 
     images: Mapped[list[HouseImage]] = relationship(
         lazy="raise", order_by="HouseImage.position", passive_deletes=True
