@@ -47,6 +47,7 @@ from server.core.tokens import (
     load_public_key,
 )
 from server.lottery.servicer import LotteryServicer
+from server.notify.dispatcher import register_dispatcher
 from server.payment.servicer import PaymentServicer
 from server.user.servicer import UserServicer
 
@@ -161,6 +162,7 @@ def build_server(settings: Settings, *, address: str | None = None) -> App:
         jobs=JobRunner(database),
         shutting_down=asyncio.Event(),
     )
+    register_dispatcher(deps)
     server = grpc.aio.server(
         interceptors=interceptors(metrics, verifier),
         options=[
@@ -175,7 +177,7 @@ def build_server(settings: Settings, *, address: str | None = None) -> App:
         server,
     )
     user_service_pb2_grpc.add_UserServiceServicer_to_server(
-        UserServicer(deps),  # type: ignore[abstract]
+        UserServicer(deps),
         server,
     )
     lottery_service_pb2_grpc.add_LotteryServiceServicer_to_server(

@@ -10,6 +10,7 @@ import base64
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 
@@ -28,6 +29,56 @@ class SettingsError(ValueError):
 DEV_PAGE_TOKEN_SECRET = "dev-page-token-secret-not-for-production"  # noqa: S105
 DEV_PII_KEY = base64.b64encode(b"amesa-dev-pii-key-32-bytes-long!").decode()
 DEV_PII_INDEX_KEY = base64.b64encode(b"amesa-dev-blind-index-key-32-b!!").decode()
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyConfig:
+    # SMTP relay; no host means a log-only sender (development).
+    smtp_host: str | None
+    smtp_port: int
+    smtp_from: str
+    smtp_username: str | None
+    smtp_password: str | None
+    smtp_starttls: bool
+    smtp_timeout_seconds: float
+    # "log" (development: the text goes to the log) or "twilio" (Messages API over HTTPS).
+    sms_provider: str
+    twilio_base_url: str
+    twilio_account_sid: str
+    twilio_auth_token: str
+    twilio_from: str
+    # Links in emails point here (the web app), e.g. `{web_base_url}/verify-email?token=…`.
+    web_base_url: str
+    dispatch_interval: timedelta
+    dispatch_batch_size: int
+    # WatchNotifications: idle heartbeat (also when the session is re-checked) and stream cap.
+    heartbeat_seconds: float
+    max_streams_per_user: int
+
+
+def load_notify_config(env: Mapping[str, str]) -> NotifyConfig:
+    """The notification section of the settings (SMTP, SMS, links, dispatch, streams)."""
+    return NotifyConfig(
+        smtp_host=env.get("AMESA_SMTP_HOST") or None,
+        smtp_port=int(env.get("AMESA_SMTP_PORT", "587")),
+        smtp_from=env.get("AMESA_SMTP_FROM", "Amesa <no-reply@amesa.local>"),
+        smtp_username=env.get("AMESA_SMTP_USERNAME") or None,
+        smtp_password=env.get("AMESA_SMTP_PASSWORD") or None,
+        smtp_starttls=env.get("AMESA_SMTP_STARTTLS", "false").lower() in ("1", "true", "yes"),
+        smtp_timeout_seconds=float(env.get("AMESA_SMTP_TIMEOUT_SECONDS", "10")),
+        sms_provider=env.get("AMESA_SMS_PROVIDER", "log"),
+        twilio_base_url=env.get("AMESA_TWILIO_BASE_URL", "https://api.twilio.com"),
+        twilio_account_sid=env.get("AMESA_TWILIO_ACCOUNT_SID", ""),
+        twilio_auth_token=env.get("AMESA_TWILIO_AUTH_TOKEN", ""),
+        twilio_from=env.get("AMESA_TWILIO_FROM", ""),
+        web_base_url=env.get("AMESA_WEB_BASE_URL", "http://localhost:3000").rstrip("/"),
+        dispatch_interval=timedelta(
+            seconds=float(env.get("AMESA_NOTIFY_DISPATCH_INTERVAL_SECONDS", "2"))
+        ),
+        dispatch_batch_size=int(env.get("AMESA_NOTIFY_BATCH_SIZE", "50")),
+        heartbeat_seconds=float(env.get("AMESA_NOTIFY_HEARTBEAT_SECONDS", "30")),
+        max_streams_per_user=int(env.get("AMESA_NOTIFY_MAX_STREAMS_PER_USER", "10")),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +106,7 @@ class Settings:
     media_dir: Path
     media_base_url: str
     image_hosts: frozenset[str]
+    notify: NotifyConfig
 
     @property
     def is_production(self) -> bool:
@@ -138,6 +190,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             for host in env.get("AMESA_IMAGE_HOSTS", "images.amesa.io").split(",")
             if host.strip()
         ),
+        notify=load_notify_config(env),
     )
     if settings.is_production:
         _refuse_development_defaults(settings, env)
@@ -156,6 +209,10 @@ def _refuse_development_defaults(settings: Settings, env: Mapping[str, str]) -> 
         problems.append("AMESA_PII_INDEX_KEY must be set to a production key")
     if settings.pii_key_id == "dev":
         problems.append("AMESA_PII_KEY_ID must name the production key")
+    if settings.notify.smtp_host is None:
+        problems.append("AMESA_SMTP_HOST must be set (the log-only mailer prints one-time links)")
+    if settings.notify.sms_provider == "log":
+        problems.append("AMESA_SMS_PROVIDER must be a real provider (the log one prints codes)")
     if settings.jwt_private_key_file is None:
         problems.append("AMESA_JWT_PRIVATE_KEY_FILE must be set (no generated keys in production)")
     if problems:

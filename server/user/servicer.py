@@ -26,6 +26,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 class UserServicer(NotificationRpcs, user_service_pb2_grpc.UserServiceServicer):
     def __init__(self, deps: Deps) -> None:
+        self._deps = deps  # the notification RPCs (NotificationRpcs) reach everything through it
         self._database = deps.database
         self._cipher = deps.cipher
         self._tokens = deps.page_tokens

@@ -1,0 +1,1 @@
+"""Notification delivery (SPEC §7): the outbox dispatcher, channels, templates, in-app inbox."""
