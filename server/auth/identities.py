@@ -3,11 +3,9 @@ provider — LoginWithOAuth, LinkOAuthIdentity — are not built yet.)"""
 
 from __future__ import annotations
 
-import datetime
 import uuid
-from dataclasses import dataclass
 
-from sqlalchemy import func, literal, select, tuple_
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.auth.models import UserIdentity
@@ -15,15 +13,8 @@ from server.core.audit import record_activity, record_audit
 from server.core.context import Principal
 from server.core.errors import FailedPrecondition, NotFound
 from server.core.models import ActivityKind
-from server.core.pagination import PageTokens
+from server.core.pagination import Page, PageTokens, keyset_page
 from server.user.models import User
-
-
-@dataclass(frozen=True, slots=True)
-class IdentityPage:
-    identities: list[UserIdentity]
-    next_page_token: str
-    total_size: int
 
 
 async def list_identities(
@@ -33,36 +24,19 @@ async def list_identities(
     user_id: uuid.UUID,
     page_size: int,
     page_token: str,
-) -> IdentityPage:
+) -> Page[UserIdentity]:
     """The user's linked identities, oldest first (keyset on create time, id)."""
-    filters = {"user": str(user_id)}
-    cursor = page_tokens.decode(page_token, filters=filters)
-    statement = (
-        select(UserIdentity)
-        .where(UserIdentity.user_id == user_id)
-        .order_by(UserIdentity.create_time, UserIdentity.id)
-        .limit(page_size + 1)
+    return await keyset_page(
+        session,
+        select(UserIdentity).where(UserIdentity.user_id == user_id),
+        keys=[UserIdentity.create_time, UserIdentity.id],
+        key_of=lambda row: (row.create_time, row.id),
+        descending=False,
+        requested_size=page_size,
+        token=page_token,
+        tokens=page_tokens,
+        filters={"user": str(user_id)},
     )
-    if cursor is not None:
-        statement = statement.where(
-            tuple_(UserIdentity.create_time, UserIdentity.id)
-            > tuple_(
-                literal(datetime.datetime.fromisoformat(str(cursor["t"]))),
-                literal(uuid.UUID(str(cursor["id"]))),
-            )
-        )
-    rows = list((await session.scalars(statement)).all())
-    total = await session.scalar(
-        select(func.count()).select_from(UserIdentity).where(UserIdentity.user_id == user_id)
-    )
-    next_token = ""
-    if len(rows) > page_size:
-        rows = rows[:page_size]
-        last = rows[-1]
-        next_token = page_tokens.encode(
-            {"t": last.create_time.isoformat(), "id": str(last.id)}, filters=filters
-        )
-    return IdentityPage(identities=rows, next_page_token=next_token, total_size=int(total or 0))
 
 
 async def unlink_identity(

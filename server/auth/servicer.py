@@ -110,7 +110,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         return pb.ListSessionsResponse(
             sessions=[
                 mapping.session_to_proto(row, current_session_id=principal.session_id)
-                for row in page.sessions
+                for row in page.items
             ],
             next_page_token=page.next_page_token,
             total_size=page.total_size,
@@ -156,7 +156,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
                 page_token=request.page_token,
             )
         return pb.ListOAuthIdentitiesResponse(
-            oauth_identities=[mapping.oauth_identity_to_proto(row) for row in page.identities],
+            oauth_identities=[mapping.oauth_identity_to_proto(row) for row in page.items],
             next_page_token=page.next_page_token,
             total_size=page.total_size,
         )

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, literal, select, tuple_, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.auth.models import RefreshToken, SessionRevokeReason, UserSession
@@ -24,7 +24,7 @@ from server.core.context import Principal, current_client
 from server.core.errors import NotFound, Unauthenticated
 from server.core.models import ActivityKind
 from server.core.outbox import enqueue
-from server.core.pagination import PageTokens
+from server.core.pagination import Page, PageTokens, keyset_page
 
 IDLE_LIFETIME = datetime.timedelta(days=7)
 ABSOLUTE_LIFETIME = datetime.timedelta(days=30)
@@ -244,13 +244,6 @@ async def revoke_session(
     return revoked is not None
 
 
-@dataclass(frozen=True, slots=True)
-class SessionPage:
-    sessions: list[UserSession]
-    next_page_token: str
-    total_size: int
-
-
 async def list_sessions(
     session: AsyncSession,
     *,
@@ -258,33 +251,19 @@ async def list_sessions(
     user_id: uuid.UUID,
     page_size: int,
     page_token: str,
-) -> SessionPage:
+) -> Page[UserSession]:
     """The user's live sessions, most recently used first (keyset on last use time, id)."""
-    filters = {"user": str(user_id)}
-    cursor = page_tokens.decode(page_token, filters=filters)
-    live = [UserSession.user_id == user_id, *live_session_filter()]
-    statement = (
-        select(UserSession)
-        .where(*live)
-        .order_by(UserSession.last_use_time.desc(), UserSession.id.desc())
-        .limit(page_size + 1)
+    return await keyset_page(
+        session,
+        select(UserSession).where(UserSession.user_id == user_id, *live_session_filter()),
+        keys=[UserSession.last_use_time, UserSession.id],
+        key_of=lambda row: (row.last_use_time, row.id),
+        descending=True,
+        requested_size=page_size,
+        token=page_token,
+        tokens=page_tokens,
+        filters={"user": str(user_id)},
     )
-    if cursor is not None:
-        last_use = datetime.datetime.fromisoformat(str(cursor["t"]))
-        statement = statement.where(
-            tuple_(UserSession.last_use_time, UserSession.id)
-            < tuple_(literal(last_use), literal(uuid.UUID(str(cursor["id"]))))
-        )
-    rows = list((await session.scalars(statement)).all())
-    total = await session.scalar(select(func.count()).select_from(UserSession).where(*live))
-    next_token = ""
-    if len(rows) > page_size:
-        rows = rows[:page_size]
-        last = rows[-1]
-        next_token = page_tokens.encode(
-            {"t": last.last_use_time.isoformat(), "id": str(last.id)}, filters=filters
-        )
-    return SessionPage(sessions=rows, next_page_token=next_token, total_size=int(total or 0))
 
 
 async def revoke_named_session(

@@ -1,4 +1,4 @@
-"""AIP-158 pagination: page sizes and opaque, signed keyset page tokens.
+"""AIP-158 pagination: page sizes, opaque signed keyset page tokens, and keyset pages.
 
 A page token carries the keyset cursor (the sort key of the last row served) and a digest of
 the request's filters, signed with HMAC-SHA256 under AMESA_PAGE_TOKEN_SECRET: a client can
@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
-from typing import Any
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import ColumnElement, Select, func, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from server.core.errors import FieldViolation, InvalidArgument
 
@@ -76,3 +83,72 @@ class PageTokens:
         ):
             raise _invalid()
         return dict(payload["c"])
+
+
+# Keyset pages over SQLAlchemy queries ---------------------------------------------------------
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_page_token: str
+    total_size: int
+
+
+def _encode(value: Any) -> list[Any]:
+    if isinstance(value, datetime.datetime):
+        return ["d", value.isoformat()]
+    if isinstance(value, uuid.UUID):
+        return ["u", str(value)]
+    if isinstance(value, bool):
+        return ["i", int(value)]
+    if isinstance(value, int):
+        return ["i", value]
+    return ["s", str(value)]
+
+
+def _decode(item: Any) -> Any:
+    if not isinstance(item, list) or len(item) != 2:
+        raise _invalid()
+    tag, raw = item
+    if tag == "d":
+        return datetime.datetime.fromisoformat(raw)
+    if tag == "u":
+        return uuid.UUID(raw)
+    return raw
+
+
+async def keyset_page(
+    session: AsyncSession,
+    query: Select[T],
+    *,
+    keys: Sequence[ColumnElement[Any] | InstrumentedAttribute[Any]],
+    key_of: Callable[[T], Sequence[Any]],
+    descending: bool,
+    requested_size: int,
+    token: str,
+    tokens: PageTokens,
+    filters: Mapping[str, Any],
+) -> Page[T]:
+    """One page of `query` (already filtered) ordered by `keys` (the last one unique)."""
+    cursor = tokens.decode(token, filters=filters)
+    total = await session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+    size = page_size(requested_size)
+    paged = query
+    if cursor is not None:
+        values = [_decode(item) for item in cursor.get("k", [])]
+        if len(values) != len(keys):
+            raise _invalid()
+        row_key = tuple_(*keys)
+        paged = paged.where(row_key < tuple_(*values) if descending else row_key > tuple_(*values))
+    ordered = [key.desc() if descending else key.asc() for key in keys]
+    rows = list((await session.scalars(paged.order_by(*ordered).limit(size + 1))).all())
+    next_token = ""
+    if len(rows) > size:
+        rows = rows[:size]
+        next_token = tokens.encode(
+            {"k": [_encode(value) for value in key_of(rows[-1])]}, filters=filters
+        )
+    return Page(items=rows, next_page_token=next_token, total_size=int(total or 0))

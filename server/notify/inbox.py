@@ -19,10 +19,9 @@ from server.core.context import Principal
 from server.core.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from server.core.models import ActivityKind
 from server.core.names import child_name, user_name
-from server.core.pagination import PageTokens
+from server.core.pagination import Page, PageTokens, keyset_page
 from server.user.accounts import active_exclusion, load_user
 from server.user.models import Notification, NotificationCategory, NotificationPreferences
-from server.user.paging import Page, keyset_page
 
 CATEGORIES: Final = ("account", "draws", "marketing", "purchases")
 CHANNELS: Final = ("email", "sms", "in_app", "push")

@@ -10,9 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.models import ActivityKind, ActivityLog
-from server.core.pagination import PageTokens
+from server.core.pagination import Page, PageTokens, keyset_page
 from server.user.accounts import load_user
-from server.user.paging import Page, keyset_page
 
 
 async def list_activity(

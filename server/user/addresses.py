@@ -11,10 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.core.context import Principal
 from server.core.errors import FailedPrecondition, NotFound, ResourceExhausted
 from server.core.names import child_name
-from server.core.pagination import PageTokens
+from server.core.pagination import Page, PageTokens, keyset_page
 from server.user.accounts import MAX_ADDRESSES, audit_for_other_user, load_open_user, load_user
 from server.user.models import UserAddress
-from server.user.paging import Page, keyset_page
 
 _EDITABLE = ("label", "line1", "line2", "city", "region", "postal_code", "country_code")
 

@@ -19,10 +19,9 @@ from server.core.crypto import PiiCipher
 from server.core.errors import FailedPrecondition
 from server.core.models import ActivityKind
 from server.core.names import user_name
-from server.core.pagination import PageTokens
+from server.core.pagination import Page, PageTokens, keyset_page
 from server.user.accounts import active_exclusion, load_open_user, status_filter
 from server.user.models import KycStatus, Role, User, UserStatus
-from server.user.paging import Page, keyset_page
 from server.user.profile import UserView, view_of, views_of
 
 

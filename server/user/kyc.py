@@ -25,7 +25,7 @@ from server.core.errors import (
 from server.core.models import ActivityKind
 from server.core.names import child_name
 from server.core.outbox import enqueue
-from server.core.pagination import PageTokens
+from server.core.pagination import Page, PageTokens, keyset_page
 from server.user.accounts import MAX_IDENTITY_DOCUMENTS, load_open_user, load_user
 from server.user.documents import DocumentStore, new_storage_name
 from server.user.models import (
@@ -36,7 +36,6 @@ from server.user.models import (
     KycStatus,
     UserIdentityDocument,
 )
-from server.user.paging import Page, keyset_page
 
 NUMBER_CONTEXT = "user_identity_documents.document_number"
 

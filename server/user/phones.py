@@ -15,10 +15,9 @@ from server.core.crypto import Encrypted, PiiCipher
 from server.core.errors import AlreadyExists, FailedPrecondition, NotFound, ResourceExhausted
 from server.core.models import ActivityKind
 from server.core.names import child_name
-from server.core.pagination import PageTokens
+from server.core.pagination import Page, PageTokens, keyset_page
 from server.user.accounts import MAX_PHONES, audit_for_other_user, load_open_user, load_user
 from server.user.models import UserPhone
-from server.user.paging import Page, keyset_page
 
 PHONE_CONTEXT = "user_phones.phone"
 
