@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from alembic import command
 from alembic.config import Config
@@ -48,8 +49,9 @@ async def create_database_if_missing(url: str) -> bool:
         await engine.dispose()
 
 
-def alembic_config(url: str) -> Config:
-    config = Config(str(ROOT / "migrations" / "alembic.ini"))
+def alembic_config(url: str, *, output: TextIO | None = None) -> Config:
+    """Alembic's configuration for `url`; `output` receives offline (--sql) output."""
+    config = Config(str(ROOT / "migrations" / "alembic.ini"), output_buffer=output)
     config.set_main_option("script_location", str(ROOT / "migrations"))
     config.attributes["url"] = url
     config.attributes["configure_logger"] = False  # keep our JSON log handlers

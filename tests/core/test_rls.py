@@ -3,53 +3,22 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import asyncpg
 import pytest
-from alembic import command
-from alembic.config import Config
-from sqlalchemy.engine import make_url
 
-# Shared database fixtures (the same in each tests/core module until they move to conftest.py).
-SERVER_URL = os.environ.get("AMESA_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-ALEMBIC_INI = Path(__file__).resolve().parents[2] / "migrations" / "alembic.ini"
-
-
-def url_of(database: str) -> str:
-    url = make_url(SERVER_URL).set(drivername="postgresql", database=database)
-    return url.render_as_string(hide_password=False)
-
-
-async def admin_execute(sql: str) -> None:
-    # The maintenance database: the one AMESA_DATABASE_URL names may not exist yet.
-    connection = await asyncpg.connect(url_of("postgres"))
-    try:
-        await connection.execute(sql)
-    finally:
-        await connection.close()
+from tests.databases import throwaway_database
 
 
 @pytest.fixture(scope="module")
 async def migrated_url() -> AsyncIterator[str]:
     """A throwaway database at the latest revision, dropped afterwards."""
-    name = f"amesa_rls_{uuid.uuid4().hex[:12]}"
-    await admin_execute(f'CREATE DATABASE "{name}"')
-    try:
-        config = Config(str(ALEMBIC_INI))
-        config.attributes["url"] = url_of(name)
-        config.attributes["configure_logger"] = False
-        # Alembic's env.py runs its own event loop, hence the worker thread.
-        await asyncio.to_thread(command.upgrade, config, "head")
-        yield url_of(name)
-    finally:
-        await admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async with throwaway_database("amesa_rls", migrated=True) as url:
+        yield url
 
 
 @dataclass(frozen=True)

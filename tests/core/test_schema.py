@@ -12,24 +12,18 @@ Two comparisons, because each sees what the other cannot:
 
 from __future__ import annotations
 
-import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-from alembic import command
 from alembic.autogenerate import compare_metadata
-from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from geoalchemy2 import WKTElement
 from sqlalchemy import Connection, func, select
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from server.auth.models import UserSession
@@ -37,37 +31,9 @@ from server.core.models_registry import include_object, metadata
 from server.core.orm import NAMING_CONVENTION
 from server.lottery.models import House, HouseState, PropertyType
 from server.user.models import Role, User, UserStatus
+from tests.databases import engine_url, throwaway_database
 
-# Shared database fixtures (the same in each tests/core module until they move to conftest.py).
-SERVER_URL = os.environ.get("AMESA_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-ALEMBIC_INI = Path(__file__).resolve().parents[2] / "migrations" / "alembic.ini"
 EXTENSIONS = ("postgis", "pg_trgm", "citext", "pgcrypto")
-
-
-def url_of(database: str) -> str:
-    url = make_url(SERVER_URL).set(drivername="postgresql", database=database)
-    return url.render_as_string(hide_password=False)
-
-
-async def admin_execute(sql: str) -> None:
-    # The maintenance database: the one AMESA_DATABASE_URL names may not exist yet.
-    connection = await asyncpg.connect(url_of("postgres"))
-    try:
-        await connection.execute(sql)
-    finally:
-        await connection.close()
-
-
-def engine_url(url: str) -> str:
-    """The same database through SQLAlchemy's asyncpg dialect."""
-    return make_url(url).set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
-
-
-def alembic_config(url: str) -> Config:
-    config = Config(str(ALEMBIC_INI))
-    config.attributes["url"] = url
-    config.attributes["configure_logger"] = False
-    return config
 
 
 @dataclass(frozen=True)
@@ -78,29 +44,21 @@ class Databases:
 
 @pytest.fixture(scope="module")
 async def databases() -> AsyncIterator[Databases]:
-    suffix = uuid.uuid4().hex[:12]
-    names = Databases(migrated=f"amesa_schema_{suffix}", from_models=f"amesa_models_{suffix}")
-    try:
-        for name in (names.migrated, names.from_models):
-            await admin_execute(f'CREATE DATABASE "{name}"')
-        # Alembic's env.py runs its own event loop, hence the worker thread.
-        await asyncio.to_thread(command.upgrade, alembic_config(url_of(names.migrated)), "head")
-
-        models = await asyncpg.connect(url_of(names.from_models))
+    async with (
+        throwaway_database("amesa_schema", migrated=True) as migrated,
+        throwaway_database("amesa_models", migrated=False) as from_models,
+    ):
+        models = await asyncpg.connect(from_models)
         try:
             for extension in EXTENSIONS:
                 await models.execute(f"CREATE EXTENSION IF NOT EXISTS {extension}")
         finally:
             await models.close()
-        engine = create_async_engine(engine_url(url_of(names.from_models)))
+        engine = create_async_engine(engine_url(from_models))
         async with engine.begin() as connection:
             await connection.run_sync(metadata.create_all)
         await engine.dispose()
-
-        yield Databases(url_of(names.migrated), url_of(names.from_models))
-    finally:
-        for name in (names.migrated, names.from_models):
-            await admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        yield Databases(migrated, from_models)
 
 
 async def fetch(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
