@@ -3,72 +3,17 @@ JSON/REST transcoding, errors as JSON google.rpc.Status, and gRPC-Web for browse
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import socket
 import struct
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import pytest
-import pytest_asyncio
 from google.rpc import error_details_pb2, status_pb2
 
 from amesa.content.v1 import content_service_pb2
 from amesa.user.v1 import user_service_pb2 as user_pb
-from server.app import App
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def envoy(app: App, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    """Envoy on free ports, proxying to the test server; yields its base URL."""
-    listener, admin = _free_port(), _free_port()
-    config = (ROOT / "envoy" / "envoy.yaml").read_text()
-    config = (
-        config.replace("port_value: 8080", f"port_value: {listener}")
-        .replace("port_value: 9901", f"port_value: {admin}")
-        .replace("port_value: 50051", f"port_value: {app.port}")
-    )
-    path = tmp_path_factory.mktemp("envoy") / "envoy.yaml"
-    path.write_text(config)
-    process = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "envoy"),
-        "-c",
-        str(path),
-        "--log-level",
-        "warn",
-        "--base-id",
-        str(listener),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{listener}"
-    try:
-        async with httpx.AsyncClient() as client:
-            for _ in range(200):
-                try:
-                    ready = await client.get(f"http://127.0.0.1:{admin}/ready")
-                    if ready.status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.05)
-            else:
-                raise AssertionError("envoy did not become ready")
-        yield base
-    finally:
-        process.terminate()
-        await process.wait()
 
 
 async def test_public_rpc_answers_json_over_rest(envoy: str, languages: None) -> None:
