@@ -118,6 +118,15 @@ def token_keys(settings: Settings) -> tuple[AccessTokenSigner, AccessTokenVerifi
     return signer, verifier
 
 
+def transparency_key(settings: Settings) -> Ed25519PrivateKey:
+    if settings.transparency_key_file is not None:
+        return load_private_key(settings.transparency_key_file)
+    # Development and tests only (production refuses to start without a key file): heads and
+    # manifests signed before a restart no longer verify against the published key.
+    log.warning("AMESA_TRANSPARENCY_KEY_FILE is not set: using an ephemeral transparency key")
+    return Ed25519PrivateKey.generate()
+
+
 def interceptors(
     metrics: Metrics, verifier: AccessTokenVerifier
 ) -> list[grpc.aio.ServerInterceptor]:
@@ -157,6 +166,7 @@ def build_server(settings: Settings, *, address: str | None = None) -> App:
             current_key_id=settings.pii_key_id,
             index_key=settings.pii_index_key,
         ),
+        transparency_key=transparency_key(settings),
         events=EventBus(redis),
         rate_limiter=RateLimiter(redis),
         jobs=JobRunner(database),

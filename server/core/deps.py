@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis.asyncio import Redis
 
 from server.core.crypto import PiiCipher
@@ -29,6 +30,8 @@ class Deps:
     verifier: AccessTokenVerifier
     page_tokens: PageTokens
     cipher: PiiCipher
+    # DRAW-1 transparency key: signs draw manifests and entry-log tree heads.
+    transparency_key: Ed25519PrivateKey
     events: EventBus
     rate_limiter: RateLimiter
     jobs: JobRunner

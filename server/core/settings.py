@@ -7,6 +7,7 @@ can never go live with a key that is printed in this repository.
 from __future__ import annotations
 
 import base64
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -82,6 +83,53 @@ def load_notify_config(env: Mapping[str, str]) -> NotifyConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OAuthProvider:
+    """An OpenID Connect provider that LoginWithOAuth and LinkOAuthIdentity accept."""
+
+    id: str
+    # The `iss` its ID tokens carry, and where its signing keys are published.
+    issuer: str
+    jwks_url: str
+    # Our client ids there: an ID token's `aud` must be one of them.
+    client_ids: tuple[str, ...]
+    # Authorization-code + PKCE flow: the token endpoint, our client secret, allowed redirect URIs.
+    token_url: str | None = None
+    client_secret: str | None = None
+    redirect_uris: tuple[str, ...] = ()
+
+
+def load_oauth_providers(env: Mapping[str, str]) -> tuple[OAuthProvider, ...]:
+    """`AMESA_OAUTH_PROVIDERS`: a JSON list of objects with `id`, `issuer`, `jwks_url`,
+    `client_ids` and optionally `token_url`, `client_secret`, `redirect_uris`."""
+    raw = env.get("AMESA_OAUTH_PROVIDERS", "").strip()
+    if not raw:
+        return ()
+    try:
+        entries = json.loads(raw)
+        providers = tuple(
+            OAuthProvider(
+                id=str(entry["id"]),
+                issuer=str(entry["issuer"]),
+                jwks_url=str(entry["jwks_url"]),
+                client_ids=tuple(str(client_id) for client_id in entry["client_ids"]),
+                token_url=str(entry["token_url"]) if entry.get("token_url") else None,
+                client_secret=str(entry["client_secret"]) if entry.get("client_secret") else None,
+                redirect_uris=tuple(str(uri) for uri in entry.get("redirect_uris", ())),
+            )
+            for entry in entries
+        )
+    except (ValueError, TypeError, KeyError) as error:
+        raise SettingsError(
+            f"AMESA_OAUTH_PROVIDERS is not a valid provider list: {error}"
+        ) from None
+    if any(not provider.client_ids for provider in providers):
+        raise SettingsError("AMESA_OAUTH_PROVIDERS: every provider needs at least one client id")
+    if len({provider.id for provider in providers}) != len(providers):
+        raise SettingsError("AMESA_OAUTH_PROVIDERS: provider ids must be unique")
+    return providers
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     environment: Environment
     grpc_address: str
@@ -97,6 +145,8 @@ class Settings:
     jwt_audience: str
     jwt_private_key_file: Path | None
     jwt_public_key_files: tuple[Path, ...]
+    # DRAW-1 transparency key (Ed25519 PEM): signs draw manifests and entry-log tree heads.
+    transparency_key_file: Path | None
     page_token_secret: str
     pii_key: bytes
     pii_key_id: str
@@ -107,6 +157,8 @@ class Settings:
     media_base_url: str
     image_hosts: frozenset[str]
     notify: NotifyConfig
+    # LoginWithOAuth / LinkOAuthIdentity providers; none configured by default.
+    oauth_providers: tuple[OAuthProvider, ...] = ()
 
     @property
     def is_production(self) -> bool:
@@ -162,6 +214,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError("AMESA_ENV must be development, test or production") from None
     private_key = env.get("AMESA_JWT_PRIVATE_KEY_FILE")
     public_keys = env.get("AMESA_JWT_PUBLIC_KEY_FILES", "")
+    transparency_key = env.get("AMESA_TRANSPARENCY_KEY_FILE")
     settings = Settings(
         environment=environment,
         grpc_address=env.get("AMESA_GRPC_ADDRESS", "127.0.0.1:50051"),
@@ -177,6 +230,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         jwt_audience=env.get("AMESA_JWT_AUDIENCE", "amesa-api"),
         jwt_private_key_file=Path(private_key) if private_key else None,
         jwt_public_key_files=tuple(Path(p) for p in public_keys.split(",") if p),
+        transparency_key_file=Path(transparency_key) if transparency_key else None,
         page_token_secret=env.get("AMESA_PAGE_TOKEN_SECRET", DEV_PAGE_TOKEN_SECRET),
         pii_key=_key(env, "AMESA_PII_KEY", DEV_PII_KEY),
         pii_key_id=env.get("AMESA_PII_KEY_ID", "dev"),
@@ -191,6 +245,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             if host.strip()
         ),
         notify=load_notify_config(env),
+        oauth_providers=load_oauth_providers(env),
     )
     if settings.is_production:
         _refuse_development_defaults(settings, env)
@@ -215,5 +270,7 @@ def _refuse_development_defaults(settings: Settings, env: Mapping[str, str]) -> 
         problems.append("AMESA_SMS_PROVIDER must be a real provider (the log one prints codes)")
     if settings.jwt_private_key_file is None:
         problems.append("AMESA_JWT_PRIVATE_KEY_FILE must be set (no generated keys in production)")
+    if settings.transparency_key_file is None:
+        problems.append("AMESA_TRANSPARENCY_KEY_FILE must be set (no generated keys in production)")
     if problems:
         raise SettingsError("refusing to start in production: " + "; ".join(problems))

@@ -11,8 +11,17 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from amesa.lottery.v1 import lottery_service_pb2 as pb
 from amesa.type.v1 import money_pb2
-from server.lottery import catalogue, stats
-from server.lottery.models import Favorite, House, HouseImage, HouseState, PropertyType
+from server.lottery import catalogue, entrylog, stats
+from server.lottery.models import (
+    Favorite,
+    House,
+    HouseImage,
+    HouseState,
+    PropertyType,
+    SignedTreeHead,
+    Ticket,
+    TicketState,
+)
 
 _STATE_TO_PROTO = {
     HouseState.DRAFT: pb.HOUSE_STATE_DRAFT,
@@ -418,4 +427,59 @@ def stats_to_proto(result: stats.Stats) -> pb.LotteryStats:
             for bucket in result.buckets
         ],
         houses=[participation_to_proto(row) for row in result.houses],
+    )
+
+
+# --- Tickets -----------------------------------------------------------------------------------
+
+_TICKET_STATE_TO_PROTO = {
+    TicketState.ACTIVE: pb.TICKET_STATE_ACTIVE,
+    TicketState.WON: pb.TICKET_STATE_WON,
+    TicketState.RESERVE: pb.TICKET_STATE_RESERVE,
+    TicketState.NOT_WON: pb.TICKET_STATE_NOT_WON,
+    TicketState.VOIDED: pb.TICKET_STATE_VOIDED,
+}
+_TICKET_STATE_FROM_PROTO = {value: key for key, value in _TICKET_STATE_TO_PROTO.items()}
+
+
+def ticket_name(ticket: Ticket) -> str:
+    return f"users/{ticket.user_id}/tickets/{ticket.id}"
+
+
+def ticket_state_from_proto(state: pb.TicketState.ValueType) -> TicketState:
+    return _TICKET_STATE_FROM_PROTO[state]
+
+
+def ticket_to_proto(ticket: Ticket, *, leaf_hash: bytes) -> pb.Ticket:
+    return pb.Ticket(
+        name=ticket_name(ticket),
+        house=house_name(ticket.house_id),
+        number=ticket.number,
+        leaf_index=ticket.leaf_index,
+        purchase_time=timestamp(ticket.purchase_time),
+        order=f"users/{ticket.user_id}/orders/{ticket.order_id}",
+        secret_id=ticket.secret_id.hex(),
+        leaf_hash=leaf_hash.hex(),
+        state=_TICKET_STATE_TO_PROTO[ticket.state],
+    )
+
+
+def tree_head_to_proto(head: SignedTreeHead) -> pb.SignedTreeHead:
+    return pb.SignedTreeHead(
+        tree_size=head.tree_size,
+        root=head.root.hex(),
+        timestamp=timestamp(head.timestamp),
+        signature=head.signature.hex(),
+    )
+
+
+def inclusion_proof_to_proto(proof: entrylog.InclusionProof) -> pb.TicketInclusionProof:
+    return pb.TicketInclusionProof(
+        ticket=ticket_name(proof.ticket),
+        house=house_name(proof.ticket.house_id),
+        leaf_index=proof.ticket.leaf_index,
+        leaf_hash=proof.leaf_hash.hex(),
+        audit_path=[sibling.hex() for sibling in proof.audit_path],
+        tree_head=tree_head_to_proto(proof.tree_head),
+        transparency_public_key=proof.tree_head.public_key.hex(),
     )

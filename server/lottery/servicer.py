@@ -1,8 +1,9 @@
 """gRPC adapter of LotteryService.
 
 Built so far: the house catalogue (GetHouse, ListHouses), the admin house lifecycle (CreateHouse,
-UpdateHouse, DeleteHouse, PublishHouse, CancelHouse), images, favorites and GetLotteryStats.
-Every other RPC (tickets, draws, WatchHouse) inherits the generated base implementation,
+UpdateHouse, DeleteHouse, PublishHouse, CancelHouse), images, favorites, the ticket reads
+(GetTicket, ListTickets, GetTicketInclusionProof) and GetLotteryStats.
+Every other RPC (PurchaseTickets, draws, WatchHouse) inherits the generated base implementation,
 answered with UNIMPLEMENTED / NOT_IMPLEMENTED.
 
 Public catalogue reads by non-administrators are cached (server/lottery/cache.py); every write
@@ -23,7 +24,7 @@ from server.core.context import Principal, current_principal, require_principal
 from server.core.deps import Deps
 from server.core.names import parse_id, parse_name, resolve_user
 from server.core.pagination import page_size
-from server.lottery import catalogue, favorites, houses, images, mapping, stats
+from server.lottery import catalogue, entrylog, favorites, houses, images, mapping, stats, tickets
 from server.lottery.cache import CatalogueCache
 from server.lottery.lifecycle import utcnow
 from server.lottery.models import House
@@ -40,6 +41,25 @@ def _image_id(name: str, house_id: uuid.UUID, *, field: str) -> uuid.UUID | None
     house_segment, image_segment = parse_name(name, "houses", "images", field=field)
     image_id = parse_id(image_segment, field=field)
     return image_id if parse_id(house_segment, field=field) == house_id else None
+
+
+def _ticket(name: str, principal: Principal) -> tuple[uuid.UUID, uuid.UUID]:
+    """(owner, ticket id) of `users/{user}/tickets/{ticket}`, with the ownership rule."""
+    user, ticket = parse_name(name, "users", "tickets")
+    return resolve_user(user, principal), parse_id(ticket)
+
+
+def _ticket_filter(request: pb.ListTicketsRequest, principal: Principal) -> tickets.TicketFilter:
+    order_id = None
+    if request.order:
+        order_user, order = parse_name(request.order, "users", "orders", field="order")
+        resolve_user(order_user, principal, field="order")
+        order_id = parse_id(order, field="order")
+    return tickets.TicketFilter(
+        house_id=_house_id(request.house, field="house") if request.house else None,
+        order_id=order_id,
+        states=frozenset(mapping.ticket_state_from_proto(state) for state in request.states),
+    )
 
 
 def _is_admin(principal: Principal | None) -> bool:
@@ -231,6 +251,61 @@ class LotteryServicer(lottery_service_pb2_grpc.LotteryServiceServicer):
                 for image in ordered
             ]
         )
+
+    # --- Tickets -------------------------------------------------------------------------------
+
+    async def GetTicket(self, request: pb.GetTicketRequest, context: Context) -> pb.Ticket:
+        principal = require_principal()
+        user_id, ticket_id = _ticket(request.name, principal)
+        async with self._database.session(principal) as session:
+            issued = await tickets.get_ticket(session, user_id=user_id, ticket_id=ticket_id)
+            return mapping.ticket_to_proto(issued.ticket, leaf_hash=issued.leaf_hash)
+
+    async def ListTickets(
+        self, request: pb.ListTicketsRequest, context: Context
+    ) -> pb.ListTicketsResponse:
+        principal = require_principal()
+        (user,) = parse_name(request.parent, "users", field="parent")
+        user_id = resolve_user(user, principal, field="parent")
+        spec = _ticket_filter(request, principal)
+        filters = {
+            "user": str(user_id),
+            "house": str(spec.house_id or ""),
+            "order": str(spec.order_id or ""),
+            "states": sorted(spec.states),
+        }
+        cursor = self._deps.page_tokens.decode(request.page_token, filters=filters)
+        async with self._database.session(principal) as session:
+            page = await tickets.list_tickets(
+                session,
+                user_id=user_id,
+                spec=spec,
+                cursor=cursor,
+                page_size=page_size(request.page_size),
+            )
+        return pb.ListTicketsResponse(
+            tickets=[
+                mapping.ticket_to_proto(t.ticket, leaf_hash=t.leaf_hash) for t in page.tickets
+            ],
+            next_page_token=(
+                self._deps.page_tokens.encode(page.next_cursor, filters=filters)
+                if page.next_cursor is not None
+                else ""
+            ),
+            total_size=page.total_size,
+        )
+
+    async def GetTicketInclusionProof(
+        self, request: pb.GetTicketInclusionProofRequest, context: Context
+    ) -> pb.TicketInclusionProof:
+        principal = require_principal()
+        user_id, ticket_id = _ticket(request.name, principal)
+        async with self._database.session(principal) as session:
+            issued = await tickets.get_ticket(session, user_id=user_id, ticket_id=ticket_id)
+            proof = await entrylog.inclusion_proof(
+                session, ticket=issued.ticket, leaf_hash=issued.leaf_hash
+            )
+            return mapping.inclusion_proof_to_proto(proof)
 
     # --- Favorites -------------------------------------------------------------------------
 

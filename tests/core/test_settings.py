@@ -19,6 +19,8 @@ def _key(fill: bytes) -> str:
 def production(tmp_path: Path) -> dict[str, str]:
     key = tmp_path / "jwt.pem"
     key.write_text("unused by load_settings")
+    transparency = tmp_path / "transparency.pem"
+    transparency.write_text("unused by load_settings")
     return {
         **BASE,
         "AMESA_ENV": "production",
@@ -27,6 +29,7 @@ def production(tmp_path: Path) -> dict[str, str]:
         "AMESA_PII_KEY_ID": "2026-11",
         "AMESA_PII_INDEX_KEY": _key(b"i"),
         "AMESA_JWT_PRIVATE_KEY_FILE": str(key),
+        "AMESA_TRANSPARENCY_KEY_FILE": str(transparency),
         "AMESA_SMTP_HOST": "smtp.example.org",
         "AMESA_SMS_PROVIDER": "twilio",
     }
@@ -51,6 +54,7 @@ def test_complete_production_configuration_loads(tmp_path: Path) -> None:
         ("AMESA_PII_KEY_ID", "dev"),
         ("AMESA_PII_INDEX_KEY", None),
         ("AMESA_JWT_PRIVATE_KEY_FILE", None),
+        ("AMESA_TRANSPARENCY_KEY_FILE", None),
         ("AMESA_SMTP_HOST", None),
         ("AMESA_SMS_PROVIDER", "log"),
     ],

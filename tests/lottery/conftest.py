@@ -1,6 +1,7 @@
 """Factories for LotteryService tests: admins and users as token metadata, houses arranged
-through CreateHouse/PublishHouse, and rows the RPCs cannot reach yet (states set by later
-features, images before AddHouseImage) through the table owner."""
+through CreateHouse/PublishHouse, tickets through the purchase path's own functions
+(reserve_tickets, issue_tickets), and rows the RPCs cannot reach yet (states set by later
+features, images before AddHouseImage, orders before PurchaseTickets) through the table owner."""
 
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ from amesa.lottery.v1 import lottery_service_pb2_grpc
 from amesa.type.v1 import money_pb2
 from server.app import App
 from server.lottery.cache import CatalogueCache
-from server.lottery.models import House, HouseImage, HouseState
+from server.lottery.models import House, HouseImage, HouseState, Ticket
+from server.lottery.tickets import issue_tickets, reserve_tickets
+from server.payment.models import Order, OrderState, PaymentProvider
+from server.user.models import User
 from tests.support import bearer, token_for
 
 Metadata = tuple[tuple[str, str | bytes], ...]
@@ -155,3 +159,88 @@ async def force_state(
     async with owner_engine.begin() as connection:
         await connection.execute(update(House).where(House.id == house_id).values(**values))
     await CatalogueCache(app.redis).invalidate()
+
+
+# --- Tickets -----------------------------------------------------------------------------------
+
+
+async def new_user(app: App, owner_engine: AsyncEngine) -> tuple[uuid.UUID, Metadata]:
+    """A user row (tickets and orders reference users) and that user's token metadata."""
+    async with owner_engine.begin() as connection:
+        user_id = await connection.scalar(
+            insert(User)
+            .values(
+                email=f"buyer-{uuid.uuid4().hex[:12]}@example.com",
+                given_name="Bea",
+                family_name="Buyer",
+            )
+            .returning(User.id)
+        )
+    assert isinstance(user_id, uuid.UUID)
+    return user_id, tuple(bearer(token_for(app, user_id=user_id)))
+
+
+async def active_house(callers: Callers, owner_engine: AsyncEngine, *, total: int) -> pb.House:
+    """A house published with sales already open, so PublishHouse makes it ACTIVE."""
+    lottery_terms = terms(total=total, opens_in=-datetime.timedelta(hours=1))
+    lottery_terms.max_tickets_per_order = total
+    lottery_terms.max_tickets_per_user = total
+    house = await published_house(
+        callers, owner_engine, complete_house(lottery_terms=lottery_terms)
+    )
+    assert house.state == pb.HOUSE_STATE_ACTIVE
+    return house
+
+
+async def pending_order(
+    owner_engine: AsyncEngine, *, house_id: uuid.UUID, user_id: uuid.UUID, quantity: int
+) -> uuid.UUID:
+    """The order row PurchaseTickets will write (not built yet)."""
+    async with owner_engine.begin() as connection:
+        order_id = await connection.scalar(
+            insert(Order)
+            .values(
+                user_id=user_id,
+                house_id=house_id,
+                request_id=uuid.uuid4(),
+                quantity=quantity,
+                unit_price_minor=1000,
+                subtotal_minor=1000 * quantity,
+                total_minor=1000 * quantity,
+                currency="EUR",
+                provider=PaymentProvider.STRIPE,
+                expire_time=now() + datetime.timedelta(minutes=15),
+            )
+            .returning(Order.id)
+        )
+    assert isinstance(order_id, uuid.UUID)
+    return order_id
+
+
+async def buy_tickets(
+    app: App, owner_engine: AsyncEngine, *, house: str, user_id: uuid.UUID, quantity: int
+) -> list[Ticket]:
+    """What the purchase path does: reserve, create the order, then fulfil it (issue_tickets)."""
+    house_id = uuid.UUID(house.split("/")[1])
+    async with app.deps.database.session(system=True) as session:
+        await reserve_tickets(session, house_id=house_id, quantity=quantity)
+    order_id = await pending_order(
+        owner_engine, house_id=house_id, user_id=user_id, quantity=quantity
+    )
+    moment = datetime.datetime.now(datetime.UTC)
+    async with app.deps.database.session(system=True) as session:
+        await session.execute(
+            update(Order)
+            .where(Order.id == order_id)
+            .values(state=OrderState.PAID, paid_time=moment)
+        )
+        issued = await issue_tickets(
+            session,
+            house_id=house_id,
+            user_id=user_id,
+            order_id=order_id,
+            quantity=quantity,
+            now=moment,
+        )
+    await CatalogueCache(app.redis).invalidate()
+    return issued
