@@ -22,6 +22,7 @@ GRPC_ADDRESS = "127.0.0.1:50051"
 ENVOY_ADDRESS = "127.0.0.1:8080"
 METRICS_ADDRESS = "127.0.0.1:9464"
 DEV_KEY = ROOT / ".data" / "jwt-ed25519.pem"
+DEV_TRANSPARENCY_KEY = ROOT / ".data" / "transparency-ed25519.pem"
 
 
 def _say(message: str) -> None:
@@ -48,13 +49,17 @@ def main() -> None:
     migrate(url)
     _say("loading demo data")
     credentials = asyncio.run(seed(url))
-    if write_dev_key(DEV_KEY):
-        _say(f"wrote a development signing key to {DEV_KEY}")
+    for key in (DEV_KEY, DEV_TRANSPARENCY_KEY):
+        if write_dev_key(key):
+            _say(f"wrote a development signing key to {key}")
     env = {
         **os.environ,
         "AMESA_GRPC_ADDRESS": GRPC_ADDRESS,
         "AMESA_METRICS_ADDRESS": METRICS_ADDRESS,
         "AMESA_JWT_PRIVATE_KEY_FILE": os.environ.get("AMESA_JWT_PRIVATE_KEY_FILE", str(DEV_KEY)),
+        "AMESA_TRANSPARENCY_KEY_FILE": os.environ.get(
+            "AMESA_TRANSPARENCY_KEY_FILE", str(DEV_TRANSPARENCY_KEY)
+        ),
     }
     bin_dir = Path(sys.executable).parent
     server = subprocess.Popen([sys.executable, "-m", "server"], env=env, cwd=ROOT)
