@@ -49,6 +49,7 @@ from server.core.tokens import (
 from server.lottery.servicer import LotteryServicer
 from server.notify.dispatcher import register_dispatcher
 from server.payment.servicer import PaymentServicer
+from server.user.anonymise import register_anonymiser
 from server.user.servicer import UserServicer
 
 log = logging.getLogger("amesa.server")
@@ -173,6 +174,7 @@ def build_server(settings: Settings, *, address: str | None = None) -> App:
         shutting_down=asyncio.Event(),
     )
     register_dispatcher(deps)
+    register_anonymiser(deps)
     server = grpc.aio.server(
         interceptors=interceptors(metrics, verifier),
         options=[
