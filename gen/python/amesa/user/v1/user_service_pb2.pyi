@@ -712,7 +712,8 @@ class Address(_message.Message):
     Addresses
     =================================================================================================
 
-    A postal address of a user (residence or billing). Encrypted at rest.
+    A postal address of a user (residence or billing). Visible to its owner and administrators
+    only (row level security).
     """
 
     DESCRIPTOR: _descriptor.Descriptor

@@ -440,7 +440,8 @@ export const SetUserRolesRequestSchema: GenMessage<SetUserRolesRequest> = /*@__P
   messageDesc(file_amesa_user_v1_user_service, 7);
 
 /**
- * A postal address of a user (residence or billing). Encrypted at rest.
+ * A postal address of a user (residence or billing). Visible to its owner and administrators
+ * only (row level security).
  *
  * @generated from message amesa.user.v1.Address
  */
