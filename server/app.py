@@ -182,10 +182,10 @@ def build_server(settings: Settings, *, address: str | None = None) -> App:
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),  # 10 MB uploads + envelope
         ],
     )
-    # Servicers still inherit the generated base for the RPCs not built yet (answered
-    # UNIMPLEMENTED by the error interceptor), so mypy sees them as abstract.
+    # Lottery, Payment and Content servicers still inherit the generated base for the RPCs not
+    # built yet (answered UNIMPLEMENTED by the error interceptor), so mypy sees them as abstract.
     auth_service_pb2_grpc.add_AuthServiceServicer_to_server(
-        AuthServicer(deps),  # type: ignore[abstract]
+        AuthServicer(deps),
         server,
     )
     user_service_pb2_grpc.add_UserServiceServicer_to_server(

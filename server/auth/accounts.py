@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,6 +149,56 @@ def _email_taken() -> AlreadyExists:
     return AlreadyExists("EMAIL_TAKEN", "an account already uses this email")
 
 
+async def create_account(
+    session: AsyncSession,
+    *,
+    cipher: PiiCipher,
+    email: str,
+    password_hash: str | None,
+    email_verified: bool,
+    given_name: str,
+    family_name: str,
+    birth_date: datetime.date,
+    language_code: str,
+    accepted_terms_version: str,
+    marketing_opt_in: bool,
+    email_taken: Callable[[], AmesaError],
+) -> User:
+    """Inserts a new account (Register, OAuth sign-up); the caller checked the details. An
+    unverified email gets a verification link; `email_taken()` is raised when a concurrent
+    registration took the email first."""
+    now = datetime.datetime.now(datetime.UTC)
+    iso_birth_date = birth_date.isoformat()
+    encrypted = cipher.encrypt(iso_birth_date, context=BIRTH_DATE_CONTEXT)
+    user = User(
+        id=uuid.uuid4(),
+        email=email,
+        email_verify_time=now if email_verified else None,
+        password_hash=password_hash,
+        given_name=given_name,
+        family_name=family_name,
+        birth_date_ciphertext=encrypted.ciphertext,
+        birth_date_key_id=encrypted.key_id,
+        birth_date_blind_index=cipher.blind_index(iso_birth_date, context=BIRTH_DATE_CONTEXT),
+        preferred_language=language_code,
+        accepted_terms_version=accepted_terms_version,
+        terms_accept_time=now,
+        marketing_opt_in=marketing_opt_in,
+        roles=["USER"],
+    )
+    session.add(user)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError:  # a concurrent registration with the same email won
+        raise email_taken() from None
+    if not email_verified:
+        await issue_email_verification(
+            session, user_id=user.id, email=email, language=language_code
+        )
+    return user
+
+
 async def register(
     session: AsyncSession,
     *,
@@ -176,30 +227,20 @@ async def register(
     email = email.strip()
     if await session.scalar(select(User.id).where(User.email == email)) is not None:
         raise _email_taken()
-    iso_birth_date = birth_date.isoformat()
-    encrypted = cipher.encrypt(iso_birth_date, context=BIRTH_DATE_CONTEXT)
-    user = User(
-        id=uuid.uuid4(),
+    user = await create_account(
+        session,
+        cipher=cipher,
         email=email,
         password_hash=await hash_password(password),
+        email_verified=False,
         given_name=given_name,
         family_name=family_name,
-        birth_date_ciphertext=encrypted.ciphertext,
-        birth_date_key_id=encrypted.key_id,
-        birth_date_blind_index=cipher.blind_index(iso_birth_date, context=BIRTH_DATE_CONTEXT),
-        preferred_language=language_code,
+        birth_date=birth_date,
+        language_code=language_code,
         accepted_terms_version=accepted_terms_version,
-        terms_accept_time=datetime.datetime.now(datetime.UTC),
         marketing_opt_in=marketing_opt_in,
-        roles=["USER"],
+        email_taken=_email_taken,
     )
-    session.add(user)
-    try:
-        async with session.begin_nested():
-            await session.flush()
-    except IntegrityError:  # a concurrent registration with the same email won
-        raise _email_taken() from None
-    await issue_email_verification(session, user_id=user.id, email=email, language=language_code)
     refresh = await start_session(session, user_id=user.id)
     user.last_login_time = refresh.session.last_use_time
     await record_activity(

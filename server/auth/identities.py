@@ -1,5 +1,5 @@
 """Linked OAuth identities of a user: listing and unlinking. (Signing in and linking through a
-provider — LoginWithOAuth, LinkOAuthIdentity — are not built yet.)"""
+provider — LoginWithOAuth, LinkOAuthIdentity — are in server/auth/oauth.py.)"""
 
 from __future__ import annotations
 

@@ -1,9 +1,7 @@
 """gRPC adapter of AuthService.
 
-Built: Register, Login, RefreshToken, Logout, the session RPCs, GetJwks, the password RPCs,
-email and phone verification, TOTP, ListOAuthIdentities and UnlinkOAuthIdentity. LoginWithOAuth
-and LinkOAuthIdentity still inherit the generated base implementation, answered with
-UNIMPLEMENTED / NOT_IMPLEMENTED.
+Every AuthService RPC: Register, Login, LoginWithOAuth, RefreshToken, Logout, the session RPCs,
+GetJwks, the password RPCs, email and phone verification, TOTP, and the OAuth identity RPCs.
 
 Failures that must keep their writes (a failed login's activity entry, a spent attempt) come
 back as an `Outcome` whose `value()` raises after the transaction committed.
@@ -22,6 +20,7 @@ from server.auth import (
     accounts,
     identities,
     mapping,
+    oauth,
     phones,
     second_factor,
     sessions,
@@ -30,6 +29,7 @@ from server.auth import (
 from server.auth.throttling import Throttle, email_key
 from server.core.context import current_client, require_principal
 from server.core.deps import Deps
+from server.core.errors import InvalidArgument, Unauthenticated
 from server.core.names import parse_id, parse_name, resolve_user
 from server.core.pagination import page_size
 
@@ -41,6 +41,7 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
         self._deps = deps
         self._database = deps.database
         self._throttle = Throttle(deps.rate_limiter)
+        self._oauth = oauth.OAuthVerifier(deps.settings.oauth_providers, deps.redis)
 
     async def Register(self, request: pb.RegisterRequest, context: Context) -> pb.AuthTokens:
         await self._throttle.registration(ip=current_client().ip)
@@ -77,6 +78,27 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
             )
         signed_in = outcome.value()
         await self._throttle.credential_succeeded(account=account)
+        return mapping.auth_tokens_to_proto(signed_in)
+
+    async def LoginWithOAuth(
+        self, request: pb.LoginWithOAuthRequest, context: Context
+    ) -> pb.AuthTokens:
+        identity = await self._oauth.verify(request.credential, invalid=Unauthenticated)
+        await self._throttle.credential_attempt(
+            account=identity.throttle_key, ip=current_client().ip
+        )
+        async with self._database.session(system=True) as session:
+            outcome = await oauth.login(
+                session,
+                signer=self._deps.signer,
+                cipher=self._deps.cipher,
+                identity=identity,
+                sign_up=oauth.sign_up_of(request),
+                totp_code=request.totp_code or None,
+                backup_code=request.backup_code or None,
+            )
+        signed_in = await self._oauth.settle(outcome, identity, ticketed=oauth.LOGIN_TICKETED)
+        await self._throttle.credential_succeeded(account=identity.throttle_key)
         return mapping.auth_tokens_to_proto(signed_in)
 
     async def RefreshToken(
@@ -160,6 +182,25 @@ class AuthServicer(auth_service_pb2_grpc.AuthServiceServicer):
             next_page_token=page.next_page_token,
             total_size=page.total_size,
         )
+
+    async def LinkOAuthIdentity(
+        self, request: pb.LinkOAuthIdentityRequest, context: Context
+    ) -> pb.OAuthIdentity:
+        principal = require_principal()
+        user_id = resolve_user(parse_name(request.parent, "users", field="parent")[0], principal)
+        identity = await self._oauth.verify(request.credential, invalid=InvalidArgument)
+        await self._throttle.credential_attempt(account=str(user_id), ip=current_client().ip)
+        async with self._database.session(principal) as session:
+            outcome = await oauth.link(
+                session,
+                principal=principal,
+                user_id=user_id,
+                identity=identity,
+                current_password=request.current_password,
+            )
+        linked = await self._oauth.settle(outcome, identity, ticketed=oauth.LINK_TICKETED)
+        await self._throttle.credential_succeeded(account=str(user_id))
+        return mapping.oauth_identity_to_proto(linked)
 
     async def UnlinkOAuthIdentity(
         self, request: pb.UnlinkOAuthIdentityRequest, context: Context
