@@ -28,6 +28,7 @@ from server.lottery import catalogue, entrylog, favorites, houses, images, mappi
 from server.lottery.cache import CatalogueCache
 from server.lottery.lifecycle import utcnow
 from server.lottery.models import House
+from server.lottery.watch_servicer import WatchRpcs
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -66,7 +67,7 @@ def _is_admin(principal: Principal | None) -> bool:
     return principal is not None and principal.is_admin
 
 
-class LotteryServicer(lottery_service_pb2_grpc.LotteryServiceServicer):
+class LotteryServicer(WatchRpcs, lottery_service_pb2_grpc.LotteryServiceServicer):
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
         self._database = deps.database
