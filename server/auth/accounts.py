@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.auth import second_factor
+from server.auth.alerts import security_alert
 from server.auth.models import SessionRevokeReason, VerificationPurpose
 from server.auth.outcome import Outcome, failed, succeeded
 from server.auth.passwords import hash_password, needs_rehash, verify_password
@@ -371,6 +372,7 @@ async def change_password(
     await record_activity(
         session, user_id=user.id, kind=ActivityKind.PASSWORD_CHANGED, details={"method": "change"}
     )
+    await security_alert(session, user_id=user.id, alert="password_changed")
     return succeeded(None)
 
 
@@ -407,6 +409,7 @@ async def reset_password(session: AsyncSession, *, token: str, new_password: str
     await record_activity(
         session, user_id=user.id, kind=ActivityKind.PASSWORD_CHANGED, details={"method": "reset"}
     )
+    await security_alert(session, user_id=user.id, alert="password_changed")
 
 
 async def refresh(

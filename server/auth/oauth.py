@@ -42,6 +42,7 @@ from server.auth.accounts import (
     load_user,
     sign_in_tokens,
 )
+from server.auth.alerts import security_alert
 from server.auth.jwks import ALLOWED_ALGORITHMS, TIMEOUT, JwksCache, provider_unavailable
 from server.auth.models import UserIdentity
 from server.auth.outcome import Outcome, failed, succeeded
@@ -456,6 +457,12 @@ async def _insert_identity(
             "provider": identity.provider,
             "identity": child_name(user_id, "oauthIdentities", row.id),
         },
+    )
+    await security_alert(
+        session,
+        user_id=user_id,
+        alert="oauth_identity_linked",
+        details={"provider": identity.provider},
     )
     return row
 

@@ -15,6 +15,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.auth import totp
+from server.auth.alerts import security_alert
 from server.auth.models import TotpBackupCode, TotpCredential
 from server.core.audit import record_activity
 from server.core.crypto import Encrypted, PiiCipher
@@ -215,4 +216,5 @@ async def disable(
     await record_activity(
         session, user_id=user_id, kind=ActivityKind.TOTP_CHANGED, details={"change": "disabled"}
     )
+    await security_alert(session, user_id=user_id, alert="totp_disabled")
     await session.flush()

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.auth.alerts import security_alert
 from server.auth.models import RefreshToken, SessionRevokeReason, UserSession
 from server.auth.opaque import new_token, token_hash
 from server.auth.outcome import Outcome, failed, succeeded
@@ -23,7 +24,6 @@ from server.core.audit import record_activity, record_audit
 from server.core.context import Principal, current_client
 from server.core.errors import NotFound, Unauthenticated
 from server.core.models import ActivityKind
-from server.core.outbox import enqueue
 from server.core.pagination import Page, PageTokens, keyset_page
 
 IDLE_LIFETIME = datetime.timedelta(days=7)
@@ -196,16 +196,14 @@ async def _revoke_after_reuse(session: AsyncSession, user_session: UserSession) 
         kind=ActivityKind.REFRESH_TOKEN_REUSED,
         details={"session": f"users/{user_session.user_id}/sessions/{user_session.id}"},
     )
-    await enqueue(
+    await security_alert(
         session,
-        topic="notify.security_alert",
-        payload={
-            "alert": "refresh_token_reused",
+        user_id=user_session.user_id,
+        alert="refresh_token_reused",
+        details={
             "session": f"users/{user_session.user_id}/sessions/{user_session.id}",
             "device": user_session.device or "",
-            "ip_address": current_client().ip or "",
         },
-        user_id=user_session.user_id,
         dedupe_key=f"refresh_token_reused:{user_session.id}",
     )
 

@@ -102,6 +102,7 @@ ALERT_TEXTS: Final[Mapping[str, str]] = {
     ),
     "password_changed": "The password of your account was changed.",
     "totp_disabled": "Two-step verification was turned off on your account.",
+    "oauth_identity_linked": "A sign-in provider was linked to your account.",
 }
 STATE_TEXTS: Final[Mapping[str, str]] = {"APPROVED": "approved", "REJECTED": "rejected"}
 

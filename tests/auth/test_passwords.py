@@ -63,6 +63,18 @@ async def test_change_password_revokes_other_sessions_only(
     await login(stub, Account(account.email, NEW_PASSWORD, account.user_id, account.tokens))
 
 
+async def test_changed_password_alerts_the_owner(
+    stub: auth_service_pb2_grpc.AuthServiceAsyncStub, owner_engine: AsyncEngine
+) -> None:
+    account = await register(stub)
+    await _change(stub, account, account.password)
+    alerts = await outbox_payloads(
+        owner_engine, user_id=account.user_id, topic="notify.security_alert"
+    )
+    assert [alert["alert"] for alert in alerts] == ["password_changed"]
+    assert all("password" not in key for alert in alerts for key in alert if key != "alert")
+
+
 async def test_change_password_with_wrong_current_password_is_permission_denied(
     stub: auth_service_pb2_grpc.AuthServiceAsyncStub,
 ) -> None:
