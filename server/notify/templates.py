@@ -74,6 +74,38 @@ EMAIL: Final[Mapping[tuple[str, str], EmailText]] = {
         text="Hello,\n\nYour identity document was $state_text. $reason_text",
     ),
     ("promotion", "en"): EmailText(subject="$headline", text="$message"),
+    ("verify_email", "fr"): EmailText(
+        subject="Confirmez votre adresse e-mail",
+        text=(
+            "Bonjour,\n\nVeuillez confirmer l'adresse e-mail de votre compte Amesa en ouvrant ce "
+            "lien :\n\n$link\n\nLe lien expire dans 24 heures. Si vous n'avez pas créé de "
+            "compte, ignorez ce message."
+        ),
+    ),
+    ("password_reset", "fr"): EmailText(
+        subject="Réinitialisez votre mot de passe Amesa",
+        text=(
+            "Bonjour,\n\nQuelqu'un a demandé à réinitialiser le mot de passe de votre compte "
+            "Amesa. Pour en choisir un nouveau, ouvrez ce lien :\n\n$link\n\nLe lien expire "
+            "dans 1 heure. Si ce n'était pas vous, ignorez ce message : votre mot de passe ne "
+            "change pas."
+        ),
+    ),
+    ("verify_email", "he"): EmailText(
+        subject="אישור כתובת הדוא״ל שלך",
+        text=(
+            "שלום,\n\nכדי לאשר את כתובת הדוא״ל של חשבון Amesa שלך, יש לפתוח את הקישור:\n\n"
+            "$link\n\nהקישור בתוקף 24 שעות. אם לא פתחת חשבון, אפשר להתעלם מההודעה."
+        ),
+    ),
+    ("password_reset", "he"): EmailText(
+        subject="איפוס הסיסמה שלך ב-Amesa",
+        text=(
+            "שלום,\n\nהתקבלה בקשה לאפס את הסיסמה של חשבון Amesa שלך. לבחירת סיסמה חדשה יש "
+            "לפתוח את הקישור:\n\n$link\n\nהקישור בתוקף שעה אחת. אם לא ביקשת זאת, אפשר "
+            "להתעלם מההודעה: הסיסמה שלך לא תשתנה."
+        ),
+    ),
 }
 
 SMS: Final[Mapping[tuple[str, str], str]] = {
@@ -83,6 +115,14 @@ SMS: Final[Mapping[tuple[str, str], str]] = {
     ("security_alert", "en"): "Amesa security alert: $alert_text",
     ("identity_document_reviewed", "en"): "Amesa: your identity document was $state_text.",
     ("promotion", "en"): "Amesa: $headline",
+    ("phone_code", "fr"): (
+        "Votre code de vérification Amesa est $code. Il expire dans 10 minutes. Ne le "
+        "partagez jamais."
+    ),
+    (
+        "phone_code",
+        "he",
+    ): "קוד האימות שלך ב-Amesa הוא $code. בתוקף 10 דקות. אין למסור אותו לאף אחד.",
 }
 
 IN_APP: Final[Mapping[tuple[str, str], InAppText]] = {

@@ -21,8 +21,19 @@ def test_values_are_inserted_verbatim_never_evaluated() -> None:
 
 def test_language_falls_back_to_its_primary_subtag_then_english() -> None:
     assert templates.render_sms("phone_code", "fr-CA", {"code": "123456"}).startswith(
+        "Votre code de vérification Amesa est 123456."
+    )
+    assert templates.render_sms("phone_code", "pt-BR", {"code": "123456"}).startswith(
         "Your Amesa verification code is 123456."
     )
+
+
+@pytest.mark.parametrize(("language", "word"), [("en", "link"), ("fr", "lien"), ("he", "הקישור")])
+def test_transactional_emails_exist_per_language(language: str, word: str) -> None:
+    for key in ("verify_email", "password_reset"):
+        email = templates.render_email(key, language, {"link": "https://amesa.test/x"})
+        assert word in email.text
+        assert "https://amesa.test/x" in email.text
 
 
 def test_missing_variable_is_template_missing() -> None:
