@@ -3,8 +3,9 @@
 Built so far: the house catalogue (GetHouse, ListHouses), the admin house lifecycle (CreateHouse,
 UpdateHouse, DeleteHouse, PublishHouse, CancelHouse), images, favorites, the ticket reads
 (GetTicket, ListTickets, GetTicketInclusionProof) and GetLotteryStats.
-Every other RPC (PurchaseTickets, draws, WatchHouse) inherits the generated base implementation,
-answered with UNIMPLEMENTED / NOT_IMPLEMENTED.
+WatchHouse is in watch_servicer.py; PublishHouse and CancelHouse publish its events after
+commit (house_events.py). Every other RPC (PurchaseTickets, draws) inherits the generated base
+implementation, answered with UNIMPLEMENTED / NOT_IMPLEMENTED.
 
 Public catalogue reads by non-administrators are cached (server/lottery/cache.py); every write
 here invalidates the cache after its transaction committed.
@@ -24,10 +25,20 @@ from server.core.context import Principal, current_principal, require_principal
 from server.core.deps import Deps
 from server.core.names import parse_id, parse_name, resolve_user
 from server.core.pagination import page_size
-from server.lottery import catalogue, entrylog, favorites, houses, images, mapping, stats, tickets
+from server.lottery import (
+    catalogue,
+    entrylog,
+    favorites,
+    house_events,
+    houses,
+    images,
+    mapping,
+    stats,
+    tickets,
+)
 from server.lottery.cache import CatalogueCache
 from server.lottery.lifecycle import utcnow
-from server.lottery.models import House
+from server.lottery.models import House, HouseState
 from server.lottery.watch_servicer import WatchRpcs
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -184,6 +195,7 @@ class LotteryServicer(WatchRpcs, lottery_service_pb2_grpc.LotteryServiceServicer
             )
             response = self._house(house)
         await self._cache.invalidate()
+        await house_events.state_changed(self._deps.events, house, previous=HouseState.DRAFT)
         return response
 
     async def CancelHouse(self, request: pb.CancelHouseRequest, context: Context) -> pb.House:
@@ -194,6 +206,7 @@ class LotteryServicer(WatchRpcs, lottery_service_pb2_grpc.LotteryServiceServicer
             )
             response = self._house(house)
         await self._cache.invalidate()
+        await house_events.cancelled(self._deps.events, house)
         return response
 
     # --- Images ----------------------------------------------------------------------------

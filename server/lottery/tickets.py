@@ -57,7 +57,8 @@ async def reserve_tickets(session: AsyncSession, *, house_id: uuid.UUID, quantit
     """Reserves `quantity` tickets (SPEC §5 step 2) in one conditional UPDATE and returns how
     many tickets are still available after it. Refused with the reason PurchaseTickets reports:
     HOUSE_NOT_FOUND, SALES_NOT_OPEN, SALES_CLOSED, or RESOURCE_EXHAUSTED SOLD_OUT with metadata
-    `tickets_remaining` when fewer than `quantity` are left."""
+    `tickets_remaining` when fewer than `quantity` are left. After commit the caller publishes
+    `house_events.sales_progress`."""
     remaining = House.total_tickets - House.tickets_sold - House.tickets_reserved
     reserved = await session.scalar(
         update(House)
@@ -117,7 +118,8 @@ async def release_reservation(session: AsyncSession, *, house_id: uuid.UUID, qua
 
     Not idempotent by itself: calling it twice releases twice. The caller makes it happen once
     per order — the UPDATE that sets `orders.reservation_release_time` (only while it is NULL)
-    decides, in the same transaction, whether this may run."""
+    decides, in the same transaction, whether this may run. After commit the caller publishes
+    `house_events.sales_progress`."""
     released = await session.scalar(
         update(House)
         .where(House.id == house_id, House.tickets_reserved >= quantity)
@@ -147,6 +149,8 @@ async def issue_tickets(
     Only while the house is ACTIVE: after sales closed the entry log is frozen (its final tree
     head fixes the draw), so FAILED_PRECONDITION SALES_CLOSED tells the caller to refund. The
     caller guarantees "once per order" (it holds the order's row lock and checks it is not PAID).
+    After its transaction commits, the caller publishes `house_events.tickets_issued` (with
+    `sold_out` when the last ticket's number is `total_tickets`); nothing is published here.
     """
     sold_and_total = (
         await session.execute(
