@@ -12,7 +12,8 @@ import asyncio
 import os
 import struct
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -168,6 +169,27 @@ def external_source(uri: str, *, allowed_hosts: frozenset[str]) -> ImageSource:
             violations=[FieldViolation("image_uri", "host not on the allow-list")],
         )
     return ImageSource(source_uri=uri)
+
+
+@asynccontextmanager
+async def staged_source(
+    *,
+    data: bytes | None,
+    uri: str,
+    media_dir: Path,
+    allowed_hosts: frozenset[str],
+) -> AsyncIterator[ImageSource]:
+    """The image's source for the block that records it: an upload is written first (disk I/O
+    outside the transaction) and removed again if the block fails, so no file is orphaned."""
+    if data is None:
+        yield external_source(uri, allowed_hosts=allowed_hosts)
+        return
+    source = await store_upload(data, media_dir=media_dir)
+    try:
+        yield source
+    except BaseException:
+        await remove_file(source.storage_name, media_dir=media_dir)
+        raise
 
 
 async def remove_file(storage_name: str | None, *, media_dir: Path) -> None:

@@ -216,11 +216,15 @@ class LotteryServicer(WatchRpcs, lottery_service_pb2_grpc.LotteryServiceServicer
     ) -> pb.HouseImage:
         principal = require_principal()
         house_id = _house_id(request.parent, field="parent")
-        if request.WhichOneof("source") == "image_data":
-            source = await images.store_upload(request.image_data, media_dir=self._media_dir)
-        else:
-            source = images.external_source(request.image_uri, allowed_hosts=self._image_hosts)
-        async with self._database.session(principal) as session:
+        async with (
+            images.staged_source(
+                data=request.image_data if request.WhichOneof("source") == "image_data" else None,
+                uri=request.image_uri,
+                media_dir=self._media_dir,
+                allowed_hosts=self._image_hosts,
+            ) as source,
+            self._database.session(principal) as session,
+        ):
             image = await images.add_image(
                 session,
                 house_id=house_id,

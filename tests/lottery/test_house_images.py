@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
 import uuid
 import zlib
@@ -208,7 +209,13 @@ async def test_the_fiftieth_image_is_the_last(callers: Callers) -> None:
     assert failure(raised.value).reason == "IMAGE_LIMIT_REACHED"
 
 
-async def test_an_unknown_house_is_not_found(callers: Callers) -> None:
+async def test_an_unknown_house_is_not_found_and_leaves_no_file(
+    callers: Callers, media_dir: Path
+) -> None:
+    await asyncio.to_thread(media_dir.mkdir, parents=True, exist_ok=True)
+    before = set(await asyncio.to_thread(os.listdir, media_dir))
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await add(callers, f"houses/{uuid.uuid4()}", image_data=png(1, 1))
     assert failure(raised.value).reason == "HOUSE_NOT_FOUND"
+    # The upload was written before the transaction; the failed call removed it again.
+    assert set(await asyncio.to_thread(os.listdir, media_dir)) == before
