@@ -102,14 +102,16 @@ def _metadata(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | No
     return None
 
 
-class AccessLogInterceptor(grpc.aio.ServerInterceptor):
-    """One JSON line per RPC (method, code, duration, user, request id, peer) and RPC metrics.
+class _WrappingInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps each method's handler once and reuses the wrapper for later calls.
 
-    Never logs request or response bodies: they can hold passwords, tokens and card data.
+    grpc asks every interceptor for the handler on every call; the server's handler for a method
+    is the same object each time, so the wrapper built for it can be kept (a different inner
+    handler is wrapped anew). This keeps per-call work to the behaviours themselves.
     """
 
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -118,7 +120,28 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self.wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        raise NotImplementedError
+
+
+class AccessLogInterceptor(_WrappingInterceptor):
+    """One JSON line per RPC (method, code, duration, user, request id, peer) and RPC metrics.
+
+    Never logs request or response bodies: they can hold passwords, tokens and card data.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
+        self._metrics = metrics
+
+    def wrap(self, method: str, handler: Handler) -> Handler:
         def unary(inner: UnaryBehavior) -> UnaryBehavior:
             async def behavior(request: Any, context: Any) -> Any:
                 start = self._begin(context)
@@ -186,17 +209,10 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
+class ErrorInterceptor(_WrappingInterceptor):
     """Maps errors to statuses, once, for every RPC. Servicers never call context.abort."""
 
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
-
+    def wrap(self, method: str, handler: Handler) -> Handler:
         def unary(inner: UnaryBehavior) -> UnaryBehavior:
             async def behavior(request: Any, context: Any) -> Any:
                 try:
@@ -236,7 +252,7 @@ async def _abort(
     await context.abort_with_status(rpc_status.to_status(status))
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(_WrappingInterceptor):
     """Deny by default. The RPC's declared access level decides who may call it.
 
     A valid bearer token always binds the Principal (PUBLIC RPCs may personalise); an invalid
@@ -244,16 +260,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     """
 
     def __init__(self, levels: Mapping[str, AccessLevel], verifier: AccessTokenVerifier) -> None:
+        super().__init__()
         self._levels = levels
         self._verifier = verifier
 
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        level = level_of(self._levels, handler_call_details.method)
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        level = level_of(self._levels, method)
         authorize = self._authorize
 
         def unary(inner: UnaryBehavior) -> UnaryBehavior:
@@ -294,18 +306,14 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             raise PermissionDenied("ADMIN_REQUIRED", "this call is for administrators")
 
 
-class ValidationInterceptor(grpc.aio.ServerInterceptor):
+class ValidationInterceptor(_WrappingInterceptor):
     """Enforces the protovalidate rules declared in the protos before any handler runs."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._validator = protovalidate.Validator()
 
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
+    def wrap(self, method: str, handler: Handler) -> Handler:
         check = self._check
 
         def unary(inner: UnaryBehavior) -> UnaryBehavior:
