@@ -48,7 +48,7 @@ BIRTH_DATE_CONTEXT = "users.birth_date"
 
 # Verified when the email is unknown or the account has no password, so that every failed login
 # costs one argon2id verification (comparable timing; no account enumeration).
-_DUMMY_HASH = (
+TIMING_DUMMY_HASH = (
     "$argon2id$v=19$m=19456,t=2,p=1$WdR1VIH6UvU2n0M/dEuIiQ$"
     "q77fO2g1rJb+FkhXMGmUV49pTUmKnhi3uW/gvBbzMfo"
 )
@@ -292,7 +292,7 @@ async def login(
     """Failures are returned (not raised) so that their activity entries commit."""
     user = await session.scalar(select(User).where(User.email == email.strip()))
     if user is None or user.password_hash is None:
-        await verify_password(_DUMMY_HASH, password)
+        await verify_password(TIMING_DUMMY_HASH, password)
         return failed(_invalid_credentials())
     if not await verify_password(user.password_hash, password):
         await record_activity(
