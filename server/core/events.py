@@ -42,6 +42,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from server.core.errors import Unavailable
+
 log = logging.getLogger("amesa.events")
 
 CHANNEL_PREFIX: Final = "amesa:ev:"
@@ -315,3 +317,40 @@ def _dedicated_pool(redis: Redis, *, client_name: str) -> ConnectionPool:
         "client_name": client_name,
     }
     return ConnectionPool(connection_class=shared.connection_class, **settings)
+
+
+def draining() -> Unavailable:
+    """How a live stream ends when the server stops (or its event bus closes)."""
+    return Unavailable("DRAINING", "the server is shutting down; reconnect")
+
+
+async def next_event(
+    subscription: AsyncIterator[bytes | Resubscribed],
+    stopping: asyncio.Event,
+    wait_seconds: float,
+) -> bytes | Resubscribed | None:
+    """The next item of a stream's subscription; None after `wait_seconds` without one (time for
+    a heartbeat). DRAINING when `stopping` is set or the bus closed; SubscriberLagged passes
+    through, so each stream decides how a lagging client ends."""
+    if stopping.is_set():
+        raise draining()
+    receive = asyncio.ensure_future(anext(subscription))
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {receive, stop}, timeout=wait_seconds, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        stop.cancel()
+        if not receive.done():
+            receive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receive
+    if receive in done:
+        try:
+            return receive.result()
+        except StopAsyncIteration as error:
+            raise draining() from error  # the bus closed: the server is stopping
+    if stop in done:
+        raise draining()
+    return None

@@ -24,16 +24,15 @@ in between is missed), then forwards every event, a heartbeat after each idle pe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Final
 
 from amesa.lottery.v1 import lottery_service_pb2 as pb
 from server.core.db import Database
-from server.core.errors import Aborted, Unavailable
-from server.core.events import EventBus, Resubscribed, SubscriberLagged
+from server.core.errors import Aborted
+from server.core.events import EventBus, Resubscribed, SubscriberLagged, next_event
 from server.lottery import catalogue, mapping
 from server.lottery.lifecycle import utcnow
 from server.lottery.models import House, HouseState, SignedTreeHead
@@ -123,47 +122,10 @@ async def cancelled(events: EventBus, house: House) -> None:
 # --- The stream ----------------------------------------------------------------------------------
 
 
-def _draining() -> Unavailable:
-    return Unavailable("DRAINING", "the server is shutting down; reconnect")
-
-
 def _lagged() -> Aborted:
     return Aborted(
         "WATCH_LAGGED", "the stream fell too far behind and was closed; reconnect for a snapshot"
     )
-
-
-async def _next_event(
-    subscription: AsyncIterator[bytes | Resubscribed],
-    stopping: asyncio.Event,
-    wait_seconds: float,
-) -> bytes | Resubscribed | None:
-    """The next event; None after `wait_seconds` without one; DRAINING when the server stops,
-    WATCH_LAGGED when the bus cut this subscriber off."""
-    if stopping.is_set():
-        raise _draining()
-    receive = asyncio.ensure_future(anext(subscription))
-    stop = asyncio.ensure_future(stopping.wait())
-    try:
-        done, _ = await asyncio.wait(
-            {receive, stop}, timeout=wait_seconds, return_when=asyncio.FIRST_COMPLETED
-        )
-    finally:
-        stop.cancel()
-        if not receive.done():
-            receive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await receive
-    if receive in done:
-        try:
-            return receive.result()
-        except SubscriberLagged as error:
-            raise _lagged() from error
-        except StopAsyncIteration as error:
-            raise _draining() from error  # the bus closed: the server is stopping
-    if stop in done:
-        raise _draining()
-    return None
 
 
 async def _snapshot(
@@ -204,9 +166,12 @@ async def watch_house(
         loop = asyncio.get_running_loop()
         idle_until = loop.time() + heartbeat_seconds
         while True:
-            event = await _next_event(
-                subscription, shutting_down, max(0.0, idle_until - loop.time())
-            )
+            try:
+                event = await next_event(
+                    subscription, shutting_down, max(0.0, idle_until - loop.time())
+                )
+            except SubscriberLagged as error:
+                raise _lagged() from error
             idle_until = loop.time() + heartbeat_seconds
             if event is None:
                 heartbeat = pb.WatchHouseResponse(heartbeat=pb.HeartbeatEvent())

@@ -27,8 +27,8 @@ from amesa.user.v1 import user_service_pb2 as pb
 from server.auth.models import UserSession
 from server.core.context import Principal
 from server.core.db import Database
-from server.core.errors import ResourceExhausted, Unauthenticated, Unavailable
-from server.core.events import EventBus, Resubscribed, SubscriberLagged
+from server.core.errors import ResourceExhausted, Unauthenticated
+from server.core.events import EventBus, SubscriberLagged, draining, next_event
 from server.notify import inbox
 from server.user.accounts import load_user
 
@@ -110,38 +110,6 @@ async def _check_session(database: Database, principal: Principal) -> None:
         raise Unauthenticated("SESSION_REVOKED", "the session was revoked; sign in again")
 
 
-def _draining() -> Unavailable:
-    return Unavailable("DRAINING", "the server is shutting down; reconnect")
-
-
-async def _next_event(
-    events: AsyncIterator[bytes | Resubscribed], stopping: asyncio.Event, wait_seconds: float
-) -> bytes | Resubscribed | None:
-    """The next event; None after `wait_seconds` without one; DRAINING when the server stops."""
-    if stopping.is_set():
-        raise _draining()
-    receive = asyncio.ensure_future(anext(events))
-    stop = asyncio.ensure_future(stopping.wait())
-    try:
-        done, _ = await asyncio.wait(
-            {receive, stop}, timeout=wait_seconds, return_when=asyncio.FIRST_COMPLETED
-        )
-    finally:
-        stop.cancel()
-        if not receive.done():
-            receive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await receive
-    if receive in done:
-        try:
-            return receive.result()
-        except (StopAsyncIteration, SubscriberLagged) as error:
-            raise _draining() from error  # the bus closed or cut us off: reconnect
-    if stop in done:
-        raise _draining()
-    return None
-
-
 async def watch(
     *,
     database: Database,
@@ -170,7 +138,10 @@ async def watch(
         busy = False  # an event went out since the last heartbeat period began
         while True:
             wait = max(0.0, next_beat - loop.time())
-            event = await _next_event(subscription, shutting_down, wait)
+            try:
+                event = await next_event(subscription, shutting_down, wait)
+            except SubscriberLagged as error:
+                raise draining() from error  # cut off by the bus: the client reconnects
             if isinstance(event, bytes):
                 busy = True
                 yield pb.WatchNotificationsResponse.FromString(event)
