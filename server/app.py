@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -101,14 +102,17 @@ class App:
         await self.server.wait_for_termination()
 
 
+def signing_key(path: Path | None, *, variable: str) -> Ed25519PrivateKey:
+    """The Ed25519 key in `path`; without one (development and tests only — production refuses
+    to start), an ephemeral key, so what it signed stops verifying after a restart."""
+    if path is not None:
+        return load_private_key(path)
+    log.warning("%s is not set: using an ephemeral key", variable)
+    return Ed25519PrivateKey.generate()
+
+
 def token_keys(settings: Settings) -> tuple[AccessTokenSigner, AccessTokenVerifier]:
-    if settings.jwt_private_key_file is not None:
-        private_key = load_private_key(settings.jwt_private_key_file)
-    else:
-        # Development and tests only (production refuses to start without a key file): tokens
-        # from a previous run stop verifying after a restart, which is what an ephemeral key means.
-        log.warning("AMESA_JWT_PRIVATE_KEY_FILE is not set: using an ephemeral signing key")
-        private_key = Ed25519PrivateKey.generate()
+    private_key = signing_key(settings.jwt_private_key_file, variable="AMESA_JWT_PRIVATE_KEY_FILE")
     signer = AccessTokenSigner(
         private_key, issuer=settings.jwt_issuer, audience=settings.jwt_audience
     )
@@ -117,15 +121,6 @@ def token_keys(settings: Settings) -> tuple[AccessTokenSigner, AccessTokenVerifi
         [signer.public_key, *previous], issuer=settings.jwt_issuer, audience=settings.jwt_audience
     )
     return signer, verifier
-
-
-def transparency_key(settings: Settings) -> Ed25519PrivateKey:
-    if settings.transparency_key_file is not None:
-        return load_private_key(settings.transparency_key_file)
-    # Development and tests only (production refuses to start without a key file): heads and
-    # manifests signed before a restart no longer verify against the published key.
-    log.warning("AMESA_TRANSPARENCY_KEY_FILE is not set: using an ephemeral transparency key")
-    return Ed25519PrivateKey.generate()
 
 
 def interceptors(
@@ -167,7 +162,9 @@ def build_server(settings: Settings, *, address: str | None = None) -> App:
             current_key_id=settings.pii_key_id,
             index_key=settings.pii_index_key,
         ),
-        transparency_key=transparency_key(settings),
+        transparency_key=signing_key(
+            settings.transparency_key_file, variable="AMESA_TRANSPARENCY_KEY_FILE"
+        ),
         events=EventBus(redis),
         rate_limiter=RateLimiter(redis),
         jobs=JobRunner(database),
