@@ -47,6 +47,7 @@ from server.core.tokens import (
     load_private_key,
     load_public_key,
 )
+from server.lottery.scheduler import register_scheduler
 from server.lottery.servicer import LotteryServicer
 from server.notify.dispatcher import register_dispatcher
 from server.payment.servicer import PaymentServicer
@@ -172,6 +173,7 @@ def build_server(settings: Settings, *, address: str | None = None) -> App:
     )
     register_dispatcher(deps)
     register_anonymiser(deps)
+    register_scheduler(deps)
     server = grpc.aio.server(
         interceptors=interceptors(metrics, verifier),
         options=[

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
@@ -25,6 +25,7 @@ from server.content.models import Language
 from server.core.db import async_url
 from server.core.settings import Environment, Settings, load_settings
 from server.core.tokens import load_private_key, write_private_key
+from server.devbeacon import LocalBeacon, env_for
 from server.manage import migrate
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/amesa"
@@ -69,15 +70,44 @@ def signing_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, signing_key_file: Path) -> Settings:
+def transparency_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One transparency key for every server of the run, as replicas share one in production
+    (a transcript's manifest and tree heads must verify under the same key)."""
+    path = tmp_path_factory.mktemp("keys") / "transparency-ed25519.pem"
+    write_private_key(path, Ed25519PrivateKey.generate())
+    return path
+
+
+@pytest.fixture(scope="session")
+def local_beacon() -> Iterator[LocalBeacon]:
+    """A drand-format beacon of its own chain, one round a second, for every server of the run."""
+    with LocalBeacon(period_s=1) as beacon:
+        yield beacon
+
+
+@pytest.fixture(scope="session")
+def settings(
+    database_url: str,
+    signing_key_file: Path,
+    transparency_key_file: Path,
+    local_beacon: LocalBeacon,
+) -> Settings:
     base = load_settings(
         {
+            **env_for(local_beacon),
             "AMESA_JWT_PRIVATE_KEY_FILE": str(signing_key_file),
+            "AMESA_TRANSPARENCY_KEY_FILE": str(transparency_key_file),
             "AMESA_ENV": "test",
             "AMESA_DATABASE_URL": database_url,
             "AMESA_REDIS_URL": os.environ.get("AMESA_REDIS_URL", DEFAULT_REDIS_URL),
             "AMESA_HEALTH_PROBE_INTERVAL_SECONDS": "0.2",
             "AMESA_SHUTDOWN_GRACE_SECONDS": "1",
+            # The shared server runs no lottery jobs, so no test's houses change state behind
+            # its back; scheduler tests drive a Scheduler or start a server of their own.
+            "AMESA_LOTTERY_SCHEDULER_INTERVAL_SECONDS": "0",
+            "AMESA_TREE_HEAD_INTERVAL_SECONDS": "0",
+            # Target round R = the first round at or after sales close: tests wait seconds.
+            "AMESA_DRAW_DELAY_SECONDS": "0",
         }
     )
     assert base.environment is Environment.TEST

@@ -129,6 +129,72 @@ def load_oauth_providers(env: Mapping[str, str]) -> tuple[OAuthProvider, ...]:
     return providers
 
 
+# drand quicknet (SPEC §6.1): the production beacon's parameters, public and fixed by the chain.
+QUICKNET_URL = "https://api.drand.sh"
+QUICKNET_CHAIN_HASH = "52db9ba70e0cc0f6eaf7803dd07447a1f5477735fd3f661792ba94600c84e971"
+QUICKNET_PUBLIC_KEY = (
+    "83cf0f2896adee7eb8b5f01fcad3912212c437e0073e911fb90022d3e760183c8c4b450b6a0a6c3ac6a5776a2d10"
+    "64510d1fec758c921cc22b0e17e63aaf4bcb5ed66304de9cf809bd274ca73bab4af5a6e9c76a4bc09e76eae8991ef5"
+    "ece45a"
+)
+QUICKNET_PERIOD_SECONDS = 3
+QUICKNET_GENESIS_TIME = 1692803367
+
+
+@dataclass(frozen=True, slots=True)
+class DrawConfig:
+    """DRAW-1 (SPEC §6): the beacon chain a manifest commits to and the scheduler's pace.
+
+    The chain's parameters are configuration, not fetched, so publishing a house (which signs
+    them into its manifest) never waits on the network; the beacon client checks every round
+    against the public key the manifest committed to.
+    """
+
+    drand_url: str
+    chain_hash: str
+    public_key: bytes
+    period_seconds: int
+    genesis_time: int
+    # Target round R = the first round at or after sales close + this delay.
+    delay: timedelta
+    # Reserve winners selected after the winner.
+    reserves: int
+    # Past round R's time + this, a beacon still unavailable cancels and refunds the lottery
+    # (the manifest's declared fallback).
+    beacon_deadline: timedelta
+    # How often this replica's scheduler looks for due work; zero turns it off on this replica.
+    scheduler_interval: timedelta
+    # How often open lotteries get a signed tree head over their new tickets.
+    tree_head_interval: timedelta
+
+
+def load_draw_config(env: Mapping[str, str]) -> DrawConfig:
+    chain_hash = env.get("AMESA_DRAND_CHAIN_HASH", QUICKNET_CHAIN_HASH).lower()
+    public_key_hex = env.get("AMESA_DRAND_PUBLIC_KEY", QUICKNET_PUBLIC_KEY).lower()
+    try:
+        public_key = bytes.fromhex(public_key_hex)
+    except ValueError:
+        raise SettingsError("AMESA_DRAND_PUBLIC_KEY must be hex") from None
+    if len(public_key) != 96:
+        raise SettingsError("AMESA_DRAND_PUBLIC_KEY must be a 96-byte G2 point (192 hex digits)")
+    if len(chain_hash) != 64 or any(c not in "0123456789abcdef" for c in chain_hash):
+        raise SettingsError("AMESA_DRAND_CHAIN_HASH must be 64 hex digits")
+    return DrawConfig(
+        drand_url=env.get("AMESA_DRAND_URL", QUICKNET_URL),
+        chain_hash=chain_hash,
+        public_key=public_key,
+        period_seconds=_int(env, "AMESA_DRAND_PERIOD_SECONDS", QUICKNET_PERIOD_SECONDS, minimum=1),
+        genesis_time=_int(env, "AMESA_DRAND_GENESIS_TIME", QUICKNET_GENESIS_TIME, minimum=1),
+        delay=timedelta(seconds=_float(env, "AMESA_DRAW_DELAY_SECONDS", 60.0)),
+        reserves=_int(env, "AMESA_DRAW_RESERVES", 3),
+        beacon_deadline=timedelta(hours=_float(env, "AMESA_DRAW_BEACON_DEADLINE_HOURS", 24.0)),
+        scheduler_interval=timedelta(
+            seconds=_float(env, "AMESA_LOTTERY_SCHEDULER_INTERVAL_SECONDS", 5.0)
+        ),
+        tree_head_interval=timedelta(seconds=_float(env, "AMESA_TREE_HEAD_INTERVAL_SECONDS", 60.0)),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     environment: Environment
@@ -157,6 +223,7 @@ class Settings:
     media_base_url: str
     image_hosts: frozenset[str]
     notify: NotifyConfig
+    draw: DrawConfig
     # LoginWithOAuth / LinkOAuthIdentity providers; none configured by default.
     oauth_providers: tuple[OAuthProvider, ...] = ()
 
@@ -245,6 +312,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             if host.strip()
         ),
         notify=load_notify_config(env),
+        draw=load_draw_config(env),
         oauth_providers=load_oauth_providers(env),
     )
     if settings.is_production:

@@ -17,7 +17,9 @@ from sqlalchemy.orm import selectinload
 from server.core.audit import record_audit
 from server.core.context import Principal
 from server.core.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from server.lottery import draws
 from server.lottery.catalogue import house_not_found
+from server.lottery.draws import DrawSigner
 from server.lottery.lifecycle import Event, transition, utcnow
 from server.lottery.mapping import LISTING_PATHS, OUTPUT_ONLY_PATHS, TERMS_PATHS
 from server.lottery.models import House, HouseState
@@ -59,8 +61,11 @@ def check_metadata(values: Mapping[str, Any]) -> None:
         )
 
 
-def check_terms(terms: Mapping[str, Any], *, state: HouseState) -> None:
-    """The merged terms are coherent (and complete once published)."""
+def check_terms(
+    terms: Mapping[str, Any], *, state: HouseState, draw_delay: datetime.timedelta
+) -> None:
+    """The merged terms are coherent (and complete once published). The draw cannot happen
+    before the beacon round fixed at sales close + `draw_delay`, so draw_time may not either."""
     price = terms["ticket_price_minor"]
     total = terms["total_tickets"]
     if price is not None and price <= 0:
@@ -79,6 +84,12 @@ def check_terms(terms: Mapping[str, Any], *, state: HouseState) -> None:
         raise _terms_invalid("sales_close_time", "must be after sales_open_time")
     if closes is not None and draws is not None and closes >= draws:
         raise _terms_invalid("draw_time", "must be after sales_close_time")
+    if closes is not None and draws is not None and closes + draw_delay > draws:
+        raise _terms_invalid(
+            "draw_time",
+            f"must be at least {draw_delay.total_seconds():g} s after sales_close_time (the "
+            "beacon delay)",
+        )
     if opens is not None and draws is not None and opens >= draws:
         raise _terms_invalid("draw_time", "must be after sales_open_time")
     if state is not HouseState.DRAFT:
@@ -150,12 +161,13 @@ async def create_house(
     values: Mapping[str, Any],
     request_id: uuid.UUID | None,
     actor: Principal,
+    signer: DrawSigner,
 ) -> House:
     """A new DRAFT house from the given column values. With a `request_id`, a retry (even a
     concurrent one) returns the house the first call created."""
     check_metadata(values)
     terms = _terms_of(None) | {k: v for k, v in values.items() if k in TERM_COLUMNS}
-    check_terms(terms, state=HouseState.DRAFT)
+    check_terms(terms, state=HouseState.DRAFT, draw_delay=signer.config.delay)
     digest = request_digest(values)
     house_id = await session.scalar(
         insert(House)
@@ -220,6 +232,7 @@ async def update_house(
     paths: frozenset[str],
     values: Mapping[str, Any],
     actor: Principal,
+    signer: DrawSigner,
 ) -> House:
     """Applies `values` (the columns of `paths`); terms only while no ticket can exist."""
     house = await _load(session, house_id, lock=True)
@@ -232,9 +245,16 @@ async def update_house(
         )
     check_metadata(values)
     terms = _terms_of(house) | {k: v for k, v in values.items() if k in TERM_COLUMNS}
-    check_terms(terms, state=house.state)
+    check_terms(terms, state=house.state, draw_delay=signer.config.delay)
     if touches_terms and house.state is HouseState.UPCOMING:
-        await reissue_draw_manifest(session, house_id=house_id, terms=terms)
+        await draws.reissue_manifest(
+            session,
+            signer,
+            house_id=house_id,
+            total_tickets=terms["total_tickets"],
+            sales_close_time=terms["sales_close_time"],
+            now=utcnow(),
+        )
     before = {key: getattr(house, key) for key in values if key != "location"}
     if values:
         await session.execute(update(House).where(House.id == house_id).values(**values))
@@ -299,7 +319,11 @@ def missing_for_publish(house: House) -> list[str]:
     return missing + [f"lottery_terms.{name}" for name in missing_terms(_terms_of(house))]
 
 
-async def publish_house(session: AsyncSession, *, house_id: uuid.UUID, actor: Principal) -> House:
+async def publish_house(
+    session: AsyncSession, *, house_id: uuid.UUID, actor: Principal, signer: DrawSigner
+) -> House:
+    """DRAFT → UPCOMING (or ACTIVE when sales already opened), with the draw's signed manifest
+    created in the same transaction."""
     house = await _load(session, house_id, lock=True)
     if house.state is not HouseState.DRAFT:
         # Let the state machine give its reason (HOUSE_NOT_DRAFT with the state).
@@ -332,36 +356,19 @@ async def publish_house(session: AsyncSession, *, house_id: uuid.UUID, actor: Pr
         actor=actor,
         changes={"publish_time": now},
     )
-    await sign_draw_manifest_at_publish(session, house=published)
+    await draws.create_draw(session, signer, house=published, now=now)
     return published
-
-
-async def sign_draw_manifest_at_publish(session: AsyncSession, *, house: House) -> None:
-    """HOOK (not built yet): create the house's Draw row with the signed DRAW-1 manifest
-    (SPEC §6.1) in the publishing transaction. Left empty until server/lottery/draw/ lands."""
-
-
-async def reissue_draw_manifest(
-    session: AsyncSession, *, house_id: uuid.UUID, terms: Mapping[str, Any]
-) -> None:
-    """HOOK (not built yet): re-sign the manifest of an UPCOMING house whose total_tickets or
-    sales_close_time changed (no ticket exists yet)."""
 
 
 async def cancel_house(
     session: AsyncSession, *, house_id: uuid.UUID, reason: str, actor: Principal
 ) -> House:
-    """Cancels a published lottery; a CANCELLED house is returned unchanged. Refunds are not
-    started here yet (they come with the payment path); the audit row records the cancellation."""
+    """Cancels a published lottery and requests its refunds; a CANCELLED house is returned
+    unchanged. DRAW_IN_PROGRESS while its winner is being recorded."""
+    draw = await draws.lock_draw(session, house_id=house_id)  # the draw first: lock order
     house = await _load(session, house_id, lock=True)
     if house.state is HouseState.CANCELLED:
         return house
-    return await transition(
-        session,
-        house_id=house_id,
-        event=Event.CANCEL,
-        target=HouseState.CANCELLED,
-        actor=actor,
-        changes={"cancel_time": utcnow(), "cancel_reason": reason},
-        audit={"cancel_reason": reason},
+    return await draws.cancel_lottery(
+        session, house_id=house_id, reason=reason, actor=actor, draw=draw, now=utcnow()
     )

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import datetime
+import json
 from typing import Any
 
 from geoalchemy2 import WKBElement
 from geoalchemy2.shape import to_shape
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
 from amesa.lottery.v1 import lottery_service_pb2 as pb
 from amesa.type.v1 import money_pb2
 from server.lottery import catalogue, entrylog, stats
 from server.lottery.models import (
+    Draw,
+    DrawState,
     Favorite,
     House,
     HouseImage,
@@ -482,4 +485,118 @@ def inclusion_proof_to_proto(proof: entrylog.InclusionProof) -> pb.TicketInclusi
         audit_path=[sibling.hex() for sibling in proof.audit_path],
         tree_head=tree_head_to_proto(proof.tree_head),
         transparency_public_key=proof.tree_head.public_key.hex(),
+    )
+
+
+# --- Draws ---------------------------------------------------------------------------------------
+
+_DRAW_STATE_TO_PROTO = {
+    DrawState.SCHEDULED: pb.DRAW_STATE_SCHEDULED,
+    DrawState.FROZEN: pb.DRAW_STATE_FROZEN,
+    DrawState.COMPLETED: pb.DRAW_STATE_COMPLETED,
+    DrawState.CANCELLED: pb.DRAW_STATE_CANCELLED,
+}
+_DRAW_STATE_FROM_PROTO = {value: key for key, value in _DRAW_STATE_TO_PROTO.items()}
+
+
+def draw_state_from_proto(state: pb.DrawState.ValueType) -> DrawState:
+    return _DRAW_STATE_FROM_PROTO[state]
+
+
+def draw_name(house_id: object) -> str:
+    return f"{house_name(house_id)}/draw"
+
+
+def _from_ms(milliseconds: int) -> timestamp_pb2.Timestamp:
+    message = timestamp_pb2.Timestamp()
+    message.FromMilliseconds(milliseconds)
+    return message
+
+
+def manifest_to_proto(manifest: dict[str, Any]) -> pb.DrawManifest:
+    genesis = timestamp_pb2.Timestamp(seconds=int(manifest["beacon_genesis_time_s"]))
+    return pb.DrawManifest(
+        version=str(manifest["version"]),
+        house_id=str(manifest["house_id"]),
+        total_tickets=int(manifest["total_tickets"]),
+        sales_close_time=_from_ms(int(manifest["sales_close_time_ms"])),
+        beacon_chain_hash=str(manifest["beacon_chain_hash"]),
+        beacon_round=int(manifest["beacon_round"]),
+        beacon_public_key=str(manifest["beacon_public_key"]),
+        beacon_period=duration_pb2.Duration(seconds=int(manifest["beacon_period_s"])),
+        beacon_genesis_time=genesis,
+        fallback=str(manifest["fallback"]),
+        published_time=_from_ms(int(manifest["published_time_ms"])),
+    )
+
+
+def draw_winners_to_proto(draw: Draw) -> list[pb.DrawWinner]:
+    return [
+        pb.DrawWinner(
+            rank=int(winner["rank"]),
+            index=int(winner["index"]),
+            ticket_number=int(winner["ticket_number"]),
+        )
+        for winner in draw.winners or []
+    ]
+
+
+def draw_to_proto(draw: Draw) -> pb.Draw:
+    """Every field the draw has reached; `final_tree_head` must be loaded."""
+    message = pb.Draw(
+        name=draw_name(draw.house_id),
+        house=house_name(draw.house_id),
+        state=_DRAW_STATE_TO_PROTO[draw.state],
+        algorithm_version=draw.algorithm_version,
+        manifest=manifest_to_proto(json.loads(draw.manifest_json)),
+        manifest_json=draw.manifest_json,
+        manifest_signature=draw.manifest_signature.hex(),
+        transparency_public_key=draw.transparency_public_key.hex(),
+        beacon_time=timestamp(draw.beacon_time),
+        reserves_requested=draw.reserves_requested,
+        fallback_applied=draw.fallback_applied,
+        freeze_time=timestamp(draw.freeze_time),
+        conduct_time=timestamp(draw.conduct_time),
+        create_time=timestamp(draw.create_time),
+        update_time=timestamp(draw.update_time),
+    )
+    if draw.final_tree_head is not None:
+        message.final_tree_head.CopyFrom(tree_head_to_proto(draw.final_tree_head))
+    if draw.beacon_signature is not None and draw.beacon_randomness is not None:
+        message.beacon.CopyFrom(
+            pb.DrawBeacon(
+                chain_hash=draw.beacon_chain_hash,
+                round=draw.beacon_round,
+                signature=draw.beacon_signature.hex(),
+                randomness=draw.beacon_randomness.hex(),
+            )
+        )
+    if draw.state is DrawState.COMPLETED and draw.seed is not None:
+        message.seed = draw.seed.hex()
+        message.words.extend(
+            pb.DrawWord(k=int(w["k"]), word=str(w["word"]), accepted=bool(w["accepted"]))
+            for w in draw.words or []
+        )
+        message.winners.extend(draw_winners_to_proto(draw))
+    return message
+
+
+def transcript_to_proto(draw: Draw) -> pb.DrawTranscript:
+    """The stored transcript of a COMPLETED draw, byte for byte, with its display fields."""
+    assert draw.transcript_json is not None
+    assert draw.transcript_sha256 is not None
+    assert draw.final_tree_head is not None
+    assert draw.seed is not None
+    return pb.DrawTranscript(
+        name=f"{draw_name(draw.house_id)}/transcript",
+        draw=draw_name(draw.house_id),
+        version=draw.algorithm_version,
+        house_id=str(draw.house_id),
+        tree_size=draw.final_tree_head.tree_size,
+        root=draw.final_tree_head.root.hex(),
+        beacon_round=draw.beacon_round,
+        seed=draw.seed.hex(),
+        winners=draw_winners_to_proto(draw),
+        transcript_sha256=draw.transcript_sha256.hex(),
+        transcript_json=draw.transcript_json,
     )

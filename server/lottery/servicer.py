@@ -27,6 +27,7 @@ from server.core.names import parse_id, parse_name, resolve_user
 from server.core.pagination import page_size
 from server.lottery import (
     catalogue,
+    draws,
     entrylog,
     favorites,
     house_events,
@@ -39,6 +40,7 @@ from server.lottery import (
 from server.lottery.cache import CatalogueCache
 from server.lottery.lifecycle import utcnow
 from server.lottery.models import House, HouseState
+from server.lottery.scheduler import Scheduler
 from server.lottery.watch_servicer import WatchRpcs
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -74,6 +76,14 @@ def _ticket_filter(request: pb.ListTicketsRequest, principal: Principal) -> tick
     )
 
 
+def _draw_house_id(name: str) -> uuid.UUID:
+    """The house of the singleton `houses/{house}/draw`."""
+    house, slash, singleton = name.rpartition("/")
+    if not slash or singleton != "draw":
+        return _house_id(name + "/")  # refuses with the pattern's message
+    return _house_id(house)
+
+
 def _is_admin(principal: Principal | None) -> bool:
     return principal is not None and principal.is_admin
 
@@ -86,6 +96,8 @@ class LotteryServicer(WatchRpcs, lottery_service_pb2_grpc.LotteryServiceServicer
         self._media_base_url = deps.settings.media_base_url
         self._media_dir = deps.settings.media_dir
         self._image_hosts = deps.settings.image_hosts
+        self._scheduler = Scheduler.from_deps(deps)
+        self._signer = self._scheduler.signer
 
     def _house(self, house: House) -> pb.House:
         return mapping.house_to_proto(
@@ -160,6 +172,7 @@ class LotteryServicer(WatchRpcs, lottery_service_pb2_grpc.LotteryServiceServicer
                 values=values,
                 request_id=uuid.UUID(request.request_id) if request.request_id else None,
                 actor=principal,
+                signer=self._signer,
             )
             response = self._house(house)
         await self._cache.invalidate()
@@ -172,7 +185,12 @@ class LotteryServicer(WatchRpcs, lottery_service_pb2_grpc.LotteryServiceServicer
         values = mapping.house_columns(request.house, paths)
         async with self._database.session(principal) as session:
             house = await houses.update_house(
-                session, house_id=house_id, paths=paths, values=values, actor=principal
+                session,
+                house_id=house_id,
+                paths=paths,
+                values=values,
+                actor=principal,
+                signer=self._signer,
             )
             response = self._house(house)
         await self._cache.invalidate()
@@ -191,7 +209,7 @@ class LotteryServicer(WatchRpcs, lottery_service_pb2_grpc.LotteryServiceServicer
         principal = require_principal()
         async with self._database.session(principal) as session:
             house = await houses.publish_house(
-                session, house_id=_house_id(request.name), actor=principal
+                session, house_id=_house_id(request.name), actor=principal, signer=self._signer
             )
             response = self._house(house)
         await self._cache.invalidate()
@@ -400,3 +418,48 @@ class LotteryServicer(WatchRpcs, lottery_service_pb2_grpc.LotteryServiceServicer
                 now=utcnow(),
             )
         return mapping.stats_to_proto(result)
+
+    # --- Draws -----------------------------------------------------------------------------
+
+    async def GetDraw(self, request: pb.GetDrawRequest, context: Context) -> pb.Draw:
+        admin = _is_admin(current_principal())
+        async with self._database.session(system=True) as session:
+            draw = await draws.get_draw(session, house_id=_draw_house_id(request.name), admin=admin)
+            return mapping.draw_to_proto(draw)
+
+    async def ListDraws(
+        self, request: pb.ListDrawsRequest, context: Context
+    ) -> pb.ListDrawsResponse:
+        admin = _is_admin(current_principal())
+        states = frozenset(mapping.draw_state_from_proto(state) for state in request.states)
+        async with self._database.session(system=True) as session:
+            page = await draws.list_draws(
+                session,
+                states=states,
+                admin=admin,
+                page_size=request.page_size,
+                page_token=request.page_token,
+                tokens=self._deps.page_tokens,
+            )
+            return pb.ListDrawsResponse(
+                draws=[mapping.draw_to_proto(draw) for draw in page.items],
+                next_page_token=page.next_page_token,
+                total_size=page.total_size,
+            )
+
+    async def GetDrawTranscript(
+        self, request: pb.GetDrawTranscriptRequest, context: Context
+    ) -> pb.DrawTranscript:
+        admin = _is_admin(current_principal())
+        async with self._database.session(system=True) as session:
+            draw = await draws.get_draw(session, house_id=_draw_house_id(request.name), admin=admin)
+            if draw.transcript_json is None:
+                raise draws.draw_not_completed(draw)
+            return mapping.transcript_to_proto(draw)
+
+    async def ConductDraw(self, request: pb.ConductDrawRequest, context: Context) -> pb.Draw:
+        principal = require_principal()
+        draw = await self._scheduler.conduct(_draw_house_id(request.name), actor=principal)
+        async with self._database.session(system=True) as session:
+            current = await draws.get_draw(session, house_id=draw.house_id, admin=True)
+            return mapping.draw_to_proto(current)
