@@ -23,6 +23,9 @@ ENVOY_ADDRESS = "127.0.0.1:8080"
 METRICS_ADDRESS = "127.0.0.1:9464"
 DEV_KEY = ROOT / ".data" / "jwt-ed25519.pem"
 DEV_TRANSPARENCY_KEY = ROOT / ".data" / "transparency-ed25519.pem"
+DEV_BEACON_CHAIN = ROOT / ".data" / "drand-dev.json"
+BEACON_PORT = 8081
+_BEACON_VARIABLES = 5  # the NAME=value lines `python -m server.devbeacon` prints
 
 
 def _say(message: str) -> None:
@@ -40,6 +43,36 @@ def _wait_for_port(address: str, process: subprocess.Popen[bytes], seconds: floa
     return False
 
 
+def _start_beacon() -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """The local drand beacon (server/devbeacon.py) and the variables that point the server at
+    it; its chain is kept under .data/, so manifests signed earlier still verify."""
+    beacon = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "server.devbeacon",
+            "--port",
+            str(BEACON_PORT),
+            "--key-file",
+            str(DEV_BEACON_CHAIN),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert beacon.stdout is not None
+    variables: dict[str, str] = {}
+    while len(variables) < _BEACON_VARIABLES:
+        line = beacon.stdout.readline()
+        if not line:
+            _say("the local drand beacon did not start")
+            sys.exit(1)
+        name, equals, value = line.strip().partition("=")
+        if equals and name.startswith("AMESA_"):
+            variables[name] = value
+    return beacon, variables
+
+
 def main() -> None:
     url = os.environ.get("AMESA_DATABASE_URL")
     if not url or not os.environ.get("AMESA_REDIS_URL"):
@@ -47,11 +80,14 @@ def main() -> None:
         sys.exit(2)
     _say("applying migrations")
     migrate(url)
-    _say("loading demo data")
-    credentials = asyncio.run(seed(url))
     for key in (DEV_KEY, DEV_TRANSPARENCY_KEY):
         if write_dev_key(key):
             _say(f"wrote a development signing key to {key}")
+    beacon, beacon_env = (None, {}) if os.environ.get("AMESA_DRAND_URL") else _start_beacon()
+    os.environ.setdefault("AMESA_TRANSPARENCY_KEY_FILE", str(DEV_TRANSPARENCY_KEY))
+    os.environ.update(beacon_env)
+    _say("loading demo data")
+    credentials = asyncio.run(seed(url))
     env = {
         **os.environ,
         "AMESA_GRPC_ADDRESS": GRPC_ADDRESS,
@@ -65,6 +101,8 @@ def main() -> None:
     server = subprocess.Popen([sys.executable, "-m", "server"], env=env, cwd=ROOT)
     if not _wait_for_port(GRPC_ADDRESS, server, 30):
         server.terminate()
+        if beacon is not None:
+            beacon.terminate()
         _say("the server did not start; see the log above")
         sys.exit(1)
     envoy = subprocess.Popen(
@@ -79,6 +117,7 @@ def main() -> None:
         f"  gRPC     {GRPC_ADDRESS}   grpcurl -plaintext {GRPC_ADDRESS} list\n"
         f"  Envoy    http://{ENVOY_ADDRESS}   curl http://{ENVOY_ADDRESS}/v1/languages\n"
         f"  metrics  http://{METRICS_ADDRESS}/metrics\n"
+        f"  drand    {os.environ['AMESA_DRAND_URL']}   (the beacon draws use)\n"
         + "".join(f"  {c}\n" for c in credentials)
         + "Ctrl-C stops everything.\n"
     )
@@ -92,10 +131,11 @@ def main() -> None:
     signal.signal(signal.SIGTERM, on_signal)
     while not stop["now"] and server.poll() is None:
         time.sleep(0.2)
-    for process in (envoy, server):
+    processes = [envoy, server] + ([beacon] if beacon is not None else [])
+    for process in processes:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
-    for process in (envoy, server):
+    for process in processes:
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:

@@ -15,11 +15,13 @@ from sqlalchemy import func
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.app import signing_key
 from server.auth.passwords import hash_password
 from server.content.models import Language, SystemSetting
 from server.core.crypto import PiiCipher
 from server.core.db import Database
 from server.core.settings import load_settings
+from server.lottery.draws import DrawSigner, create_draw
 from server.lottery.models import House, HouseState, PropertyType
 from server.user.models import KycStatus, Role, User
 
@@ -210,11 +212,13 @@ async def _upsert_user(
     )
 
 
-async def _upsert_house(session: AsyncSession, house: DemoHouse) -> None:
+async def _upsert_house(session: AsyncSession, house: DemoHouse, signer: DrawSigner) -> None:
+    """Inserts the house if absent; a published one gets its draw with a signed manifest, as
+    PublishHouse would have made it."""
     now = datetime.now(UTC).replace(microsecond=0)
     opens = now + timedelta(days=house.opens_in_days)
     closes = opens + timedelta(days=45)
-    await session.execute(
+    inserted = await session.scalar(
         insert(House)
         .values(
             id=_demo_id(f"house:{house.key}"),
@@ -243,7 +247,13 @@ async def _upsert_house(session: AsyncSession, house: DemoHouse) -> None:
             publish_time=now if house.state is not HouseState.DRAFT else None,
         )
         .on_conflict_do_nothing(index_elements=[House.id])
+        .returning(House.id)
     )
+    if inserted is None or house.state is HouseState.DRAFT:
+        return
+    row = await session.get(House, inserted)
+    assert row is not None
+    await create_draw(session, signer, house=row, now=now)
 
 
 async def seed(url: str) -> list[str]:
@@ -275,8 +285,14 @@ async def seed(url: str) -> list[str]:
                 given_name="Dana",
                 roles=[Role.USER.value],
             )
+            signer = DrawSigner(
+                config=settings.draw,
+                key=signing_key(
+                    settings.transparency_key_file, variable="AMESA_TRANSPARENCY_KEY_FILE"
+                ),
+            )
             for house in HOUSES:
-                await _upsert_house(session, house)
+                await _upsert_house(session, house, signer)
             await session.execute(
                 insert(Language)
                 .values(LANGUAGES)

@@ -25,7 +25,8 @@ from datetime import timedelta
 from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import and_, case, or_, select, text, update
+from sqlalchemy import and_, case, func, literal, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -33,6 +34,8 @@ from sqlalchemy.orm import selectinload
 from server.core.audit import record_audit
 from server.core.context import Principal
 from server.core.errors import Aborted, FailedPrecondition, NotFound
+from server.core.models import Outbox
+from server.core.outbox import enqueue
 from server.core.pagination import Page, PageTokens, keyset_page
 from server.core.settings import DrawConfig
 from server.lottery import entrylog, refunds
@@ -504,7 +507,8 @@ async def complete_draw(
             conduct_time=now,
         )
     )
-    await _settle_tickets(session, house_id=inputs.house_id, winners=winners)
+    won = await _settle_tickets(session, house_id=inputs.house_id, winners=winners)
+    await _tell_participants(session, house=house, won=won, winners=winners)
     await record_audit(
         session,
         actor=actor,
@@ -519,7 +523,7 @@ async def complete_draw(
 
 async def _settle_tickets(
     session: AsyncSession, *, house_id: uuid.UUID, winners: Sequence[Mapping[str, Any]]
-) -> None:
+) -> Ticket | None:
     """WON for the first selected ticket still valid, RESERVE for the other selected ones,
     NOT_WON for the rest. A ticket voided by a refund keeps its leaf (the log is append-only)
     and can be selected; the prize then goes to the next valid ticket in rank order."""
@@ -548,6 +552,51 @@ async def _settle_tickets(
                 else_=TicketState.NOT_WON.value,
             )
         )
+    )
+    if won is None:
+        return None
+    ticket: Ticket | None = await session.scalar(
+        select(Ticket).where(Ticket.house_id == house_id, Ticket.number == won)
+    )
+    return ticket
+
+
+async def _tell_participants(
+    session: AsyncSession, *, house: House, won: Ticket | None, winners: Sequence[Mapping[str, Any]]
+) -> None:
+    """The result for every participant (SPEC §7), in the completing transaction: `draw_won`
+    for the winner, `draw_result` once for each other buyer (one set-based insert, however
+    many buyers)."""
+    draw = f"houses/{house.id}/draw"
+    if won is not None:
+        await enqueue(
+            session,
+            topic="notify.draw_won",
+            payload={
+                "ticket": f"users/{won.user_id}/tickets/{won.id}",
+                "ticket_number": won.number,
+                "house_title": house.title,
+                "draw": draw,
+            },
+            user_id=won.user_id,
+            dedupe_key=f"draw_won:{house.id}",
+        )
+    winning_number = won.number if won is not None else int(winners[0]["ticket_number"])
+    buyers = select(Ticket.user_id).where(Ticket.house_id == house.id).distinct().subquery()
+    others = select(
+        literal("notify.draw_result"),
+        buyers.c.user_id,
+        func.jsonb_build_object(
+            "draw", draw, "house_title", house.title, "winning_number", winning_number
+        ),
+        func.concat(f"draw_result:{house.id}:", buyers.c.user_id),
+    )
+    if won is not None:
+        others = others.where(buyers.c.user_id != won.user_id)
+    await session.execute(
+        insert(Outbox)
+        .from_select(["topic", "user_id", "payload", "dedupe_key"], others)
+        .on_conflict_do_nothing(index_elements=[Outbox.dedupe_key])
     )
 
 

@@ -80,6 +80,8 @@ NOTIFY_KINDS: Final[Mapping[str, Kind]] = {
         NotificationCategory.ACCOUNT, "kyc.document_reviewed", resource_key="identity_document"
     ),
     "promotion": Kind(NotificationCategory.MARKETING, "marketing.promotion", resource_key="house"),
+    "draw_won": Kind(NotificationCategory.DRAWS, "draw.won", resource_key="ticket"),
+    "draw_result": Kind(NotificationCategory.DRAWS, "draw.result", resource_key="draw"),
 }
 # Email templates whose body carries a one-time link to the web app, and the link's path.
 LINKS: Final[Mapping[str, str]] = {

@@ -74,6 +74,22 @@ EMAIL: Final[Mapping[tuple[str, str], EmailText]] = {
         text="Hello,\n\nYour identity document was $state_text. $reason_text",
     ),
     ("promotion", "en"): EmailText(subject="$headline", text="$message"),
+    ("draw_won", "en"): EmailText(
+        subject="You won the draw for $house_title",
+        text=(
+            "Congratulations!\n\nYour ticket #$ticket_number won the draw for $house_title. "
+            "We will contact you about the next steps.\n\nAnyone can check the draw: its "
+            "transcript is published at $draw."
+        ),
+    ),
+    ("draw_result", "en"): EmailText(
+        subject="The draw for $house_title took place",
+        text=(
+            "Hello,\n\nThe draw for $house_title took place: the winning ticket is "
+            "#$winning_number. Your tickets did not win this time.\n\nAnyone can check the "
+            "draw: its transcript is published at $draw."
+        ),
+    ),
     ("verify_email", "fr"): EmailText(
         subject="Confirmez votre adresse e-mail",
         text=(
@@ -132,6 +148,13 @@ IN_APP: Final[Mapping[tuple[str, str], InAppText]] = {
         body="Your identity document was $state_text. $reason_text",
     ),
     ("promotion", "en"): InAppText(title="$headline", body="$message"),
+    ("draw_won", "en"): InAppText(
+        title="You won!", body="Your ticket #$ticket_number won the draw for $house_title."
+    ),
+    ("draw_result", "en"): InAppText(
+        title="Draw result",
+        body="The draw for $house_title took place: the winning ticket is #$winning_number.",
+    ),
 }
 
 # Texts for codes carried in payloads (English; translated templates use their own wording).

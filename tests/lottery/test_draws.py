@@ -245,7 +245,24 @@ async def test_the_scheduler_closes_freezes_and_draws_and_the_verifier_agrees(
     reserves = [w.ticket_number for w in draw.winners[1:]]
     assert all(states[number] is TicketState.RESERVE for number in reserves)
     assert sum(state is TicketState.NOT_WON for state in states.values()) == 11 - 1 - len(reserves)
-    assert len(buyers) == 4
+
+    async with app.deps.database.session(system=True) as session:
+        told = (
+            await session.execute(
+                select(Outbox.topic, Outbox.user_id).where(
+                    Outbox.payload["draw"].astext == draw_name(house)
+                )
+            )
+        ).all()
+        winner_id = await session.scalar(
+            select(Ticket.user_id).where(
+                Ticket.house_id == house_id_of(house.name), Ticket.number == winner
+            )
+        )
+    assert sorted(told) == sorted(
+        ("notify.draw_won" if buyer == winner_id else "notify.draw_result", buyer)
+        for buyer in buyers
+    )
 
 
 async def test_the_transcript_is_refused_until_the_draw_completed(
