@@ -50,6 +50,7 @@ from server.core.tokens import (
 from server.lottery.scheduler import register_scheduler
 from server.lottery.servicer import LotteryServicer
 from server.notify.dispatcher import register_dispatcher
+from server.payment.gateways import build_gateways
 from server.payment.servicer import PaymentServicer
 from server.user.anonymise import register_anonymiser
 from server.user.servicer import UserServicer
@@ -95,6 +96,7 @@ class App:
         await self.deps.events.close()  # live streams end now; unary calls finish in the grace
         await self.server.stop(grace)
         await self.deps.jobs.stop()
+        await self.deps.gateways.aclose()
         await self.health.stop()
         await self.database.close()
         await self.redis.aclose()
@@ -170,6 +172,7 @@ def build_server(settings: Settings, *, address: str | None = None) -> App:
         rate_limiter=RateLimiter(redis),
         jobs=JobRunner(database),
         shutting_down=asyncio.Event(),
+        gateways=build_gateways(settings.payment),
     )
     register_dispatcher(deps)
     register_anonymiser(deps)

@@ -27,6 +27,7 @@ from server.core.settings import Environment, Settings, load_settings
 from server.core.tokens import load_private_key, write_private_key
 from server.devbeacon import LocalBeacon, env_for
 from server.manage import migrate
+from tests.payment.localstripe import LocalStripe, localstripe_fixture  # noqa: F401 - fixture
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/amesa"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"

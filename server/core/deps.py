@@ -16,6 +16,7 @@ from server.core.pagination import PageTokens
 from server.core.ratelimit import RateLimiter
 from server.core.settings import Settings
 from server.core.tokens import AccessTokenSigner, AccessTokenVerifier
+from server.payment.gateways import Gateways
 
 
 @dataclass(frozen=True)
@@ -36,3 +37,5 @@ class Deps:
     rate_limiter: RateLimiter
     jobs: JobRunner
     shutting_down: asyncio.Event
+    # Stripe and PayPal clients (None when a provider is not configured).
+    gateways: Gateways

@@ -196,6 +196,62 @@ def load_draw_config(env: Mapping[str, str]) -> DrawConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PaymentConfig:
+    """Payment providers (SPEC §5). A provider is enabled when its secret is configured."""
+
+    stripe_secret_key: str | None
+    stripe_publishable_key: str
+    # None: api.stripe.com. Tests and `make run` point it at localstripe.
+    stripe_api_base: str | None
+    stripe_webhook_secret: str | None
+    # localstripe refuses a few parameters real Stripe needs (see stripe_gateway.py).
+    stripe_localstripe: bool
+    paypal_base_url: str
+    paypal_client_id: str | None
+    paypal_client_secret: str | None
+    paypal_webhook_id: str | None
+    # ISO 4217 codes houses may be priced in.
+    currencies: tuple[str, ...]
+    # An unpaid order releases its tickets after this.
+    order_ttl: timedelta
+    # How often a replica expires unpaid orders, reconciles with the providers and works the
+    # refund queue; zero turns it off on that replica.
+    reconcile_interval: timedelta
+
+    @property
+    def stripe_enabled(self) -> bool:
+        return self.stripe_secret_key is not None
+
+    @property
+    def paypal_enabled(self) -> bool:
+        return self.paypal_client_id is not None and self.paypal_client_secret is not None
+
+
+def load_payment_config(env: Mapping[str, str]) -> PaymentConfig:
+    currencies = tuple(
+        code.strip().upper() for code in env.get("AMESA_CURRENCIES", "EUR").split(",") if code
+    )
+    if not currencies or any(len(code) != 3 or not code.isalpha() for code in currencies):
+        raise SettingsError("AMESA_CURRENCIES must be ISO 4217 codes, e.g. EUR,USD")
+    return PaymentConfig(
+        stripe_secret_key=env.get("AMESA_STRIPE_SECRET_KEY") or None,
+        stripe_publishable_key=env.get("AMESA_STRIPE_PUBLISHABLE_KEY", ""),
+        stripe_api_base=env.get("AMESA_STRIPE_API_BASE") or None,
+        stripe_webhook_secret=env.get("AMESA_STRIPE_WEBHOOK_SECRET") or None,
+        stripe_localstripe=env.get("AMESA_STRIPE_LOCALSTRIPE", "") in ("1", "true"),
+        paypal_base_url=env.get("AMESA_PAYPAL_BASE_URL", "https://api-m.sandbox.paypal.com"),
+        paypal_client_id=env.get("AMESA_PAYPAL_CLIENT_ID") or None,
+        paypal_client_secret=env.get("AMESA_PAYPAL_CLIENT_SECRET") or None,
+        paypal_webhook_id=env.get("AMESA_PAYPAL_WEBHOOK_ID") or None,
+        currencies=currencies,
+        order_ttl=timedelta(seconds=_float(env, "AMESA_ORDER_TTL_SECONDS", 900.0)),
+        reconcile_interval=timedelta(
+            seconds=_float(env, "AMESA_PAYMENT_RECONCILE_INTERVAL_SECONDS", 10.0)
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     environment: Environment
     grpc_address: str
@@ -224,6 +280,7 @@ class Settings:
     image_hosts: frozenset[str]
     notify: NotifyConfig
     draw: DrawConfig
+    payment: PaymentConfig
     # LoginWithOAuth / LinkOAuthIdentity providers; none configured by default.
     oauth_providers: tuple[OAuthProvider, ...] = ()
 
@@ -313,11 +370,23 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         notify=load_notify_config(env),
         draw=load_draw_config(env),
+        payment=load_payment_config(env),
         oauth_providers=load_oauth_providers(env),
     )
     if settings.is_production:
         _refuse_development_defaults(settings, env)
     return settings
+
+
+def _payment_problems(payment: PaymentConfig) -> list[str]:
+    problems = []
+    if payment.stripe_enabled and payment.stripe_webhook_secret is None:
+        problems.append("AMESA_STRIPE_WEBHOOK_SECRET must be set when Stripe is enabled")
+    if payment.stripe_localstripe or payment.stripe_api_base is not None:
+        problems.append("AMESA_STRIPE_API_BASE / AMESA_STRIPE_LOCALSTRIPE point at a stand-in")
+    if payment.paypal_enabled and payment.paypal_webhook_id is None:
+        problems.append("AMESA_PAYPAL_WEBHOOK_ID must be set when PayPal is enabled")
+    return problems
 
 
 def _refuse_development_defaults(settings: Settings, env: Mapping[str, str]) -> None:
@@ -340,5 +409,6 @@ def _refuse_development_defaults(settings: Settings, env: Mapping[str, str]) -> 
         problems.append("AMESA_JWT_PRIVATE_KEY_FILE must be set (no generated keys in production)")
     if settings.transparency_key_file is None:
         problems.append("AMESA_TRANSPARENCY_KEY_FILE must be set (no generated keys in production)")
+    problems += _payment_problems(settings.payment)
     if problems:
         raise SettingsError("refusing to start in production: " + "; ".join(problems))

@@ -32,6 +32,8 @@ def production(tmp_path: Path) -> dict[str, str]:
         "AMESA_TRANSPARENCY_KEY_FILE": str(transparency),
         "AMESA_SMTP_HOST": "smtp.example.org",
         "AMESA_SMS_PROVIDER": "twilio",
+        "AMESA_STRIPE_SECRET_KEY": "sk_live_x",
+        "AMESA_STRIPE_WEBHOOK_SECRET": "whsec_x",
     }
 
 
@@ -57,6 +59,8 @@ def test_complete_production_configuration_loads(tmp_path: Path) -> None:
         ("AMESA_TRANSPARENCY_KEY_FILE", None),
         ("AMESA_SMTP_HOST", None),
         ("AMESA_SMS_PROVIDER", "log"),
+        ("AMESA_STRIPE_WEBHOOK_SECRET", None),
+        ("AMESA_STRIPE_API_BASE", "http://127.0.0.1:8420"),
     ],
 )
 def test_production_refuses_each_development_default(
