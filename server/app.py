@@ -51,6 +51,7 @@ from server.lottery.scheduler import register_scheduler
 from server.lottery.servicer import LotteryServicer
 from server.notify.dispatcher import register_dispatcher
 from server.payment.gateways import build_gateways
+from server.payment.jobs import register_payment_job
 from server.payment.servicer import PaymentServicer
 from server.user.anonymise import register_anonymiser
 from server.user.servicer import UserServicer
@@ -177,6 +178,7 @@ def build_server(settings: Settings, *, address: str | None = None) -> App:
     register_dispatcher(deps)
     register_anonymiser(deps)
     register_scheduler(deps)
+    register_payment_job(deps)
     server = grpc.aio.server(
         interceptors=interceptors(metrics, verifier),
         options=[
@@ -195,7 +197,7 @@ def build_server(settings: Settings, *, address: str | None = None) -> App:
         server,
     )
     lottery_service_pb2_grpc.add_LotteryServiceServicer_to_server(
-        LotteryServicer(deps),  # type: ignore[abstract]
+        LotteryServicer(deps),
         server,
     )
     payment_service_pb2_grpc.add_PaymentServiceServicer_to_server(

@@ -1,7 +1,9 @@
-"""Operator commands: `python -m server.manage migrate | seed | dev-keys`.
+"""Operator commands: `python -m server.manage migrate | seed | dev-keys | invariants`.
 
 `migrate` creates the database when it does not exist yet and applies every Alembic migration;
-`seed` loads the demo data idempotently; `dev-keys` writes a development JWT signing key.
+`seed` loads the demo data idempotently; `dev-keys` writes a development JWT signing key;
+`invariants` prints every violation of the money-path invariants (SPEC §5) and exits 1 if there
+is any, 0 otherwise (2 when the settings are invalid).
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from server.core.db import async_url
+from server.core.db import Database, async_url
+from server.core.settings import SettingsError, load_settings
 from server.core.tokens import write_private_key
+from server.payment.gateways import build_gateways
+from server.payment.invariants import check_invariants, summary
 from server.seed import seed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,6 +77,23 @@ def write_dev_key(path: Path) -> bool:
     return True
 
 
+async def report_invariants(output: TextIO) -> int:
+    """Checks the whole database (and Stripe, when configured) with the server's settings;
+    returns the exit status."""
+    settings = load_settings()
+    database = Database(settings.database_url, role=settings.database_role, pool_size=1)
+    gateways = build_gateways(settings.payment)
+    try:
+        violations = await check_invariants(database, gateway=gateways.stripe_gateway)
+    finally:
+        await gateways.aclose()
+        await database.close()
+    for violation in violations:
+        output.write(f"{violation}\n")
+    output.write(summary(violations) + "\n")
+    return 1 if violations else 0
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="amesa: %(message)s")
     parser = argparse.ArgumentParser(prog="python -m server.manage")
@@ -80,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("seed", help="load demo data (idempotent)")
     keys = sub.add_parser("dev-keys", help="write a development JWT signing key")
     keys.add_argument("path", type=Path)
+    sub.add_parser("invariants", help="check the money-path invariants; exit 1 on any violation")
     args = parser.parse_args(argv)
     url = os.environ.get("AMESA_DATABASE_URL", "")
     if args.command == "dev-keys":
@@ -94,6 +117,13 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "seed":
         for line in asyncio.run(seed(url)):
             log.info("%s", line)
+    elif args.command == "invariants":
+        try:
+            status = asyncio.run(report_invariants(sys.stdout))
+        except SettingsError as error:
+            sys.stderr.write(f"{error}\n")
+            sys.exit(2)
+        sys.exit(status)
 
 
 if __name__ == "__main__":

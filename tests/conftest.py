@@ -86,16 +86,27 @@ def local_beacon() -> Iterator[LocalBeacon]:
         yield beacon
 
 
+STRIPE_WEBHOOK_SECRET = "whsec_amesa_tests"
+
+
 @pytest.fixture(scope="session")
 def settings(
     database_url: str,
     signing_key_file: Path,
     transparency_key_file: Path,
     local_beacon: LocalBeacon,
+    localstripe: LocalStripe,
 ) -> Settings:
     base = load_settings(
         {
             **env_for(local_beacon),
+            "AMESA_STRIPE_SECRET_KEY": localstripe.api_key,
+            "AMESA_STRIPE_PUBLISHABLE_KEY": "pk_test_amesa_localstripe",
+            "AMESA_STRIPE_API_BASE": localstripe.base_url,
+            "AMESA_STRIPE_LOCALSTRIPE": "1",
+            "AMESA_STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET,
+            # Tests drive expiry and reconciliation themselves (or start a server that does).
+            "AMESA_PAYMENT_RECONCILE_INTERVAL_SECONDS": "0",
             "AMESA_JWT_PRIVATE_KEY_FILE": str(signing_key_file),
             "AMESA_TRANSPARENCY_KEY_FILE": str(transparency_key_file),
             "AMESA_ENV": "test",

@@ -410,5 +410,7 @@ def _refuse_development_defaults(settings: Settings, env: Mapping[str, str]) -> 
     if settings.transparency_key_file is None:
         problems.append("AMESA_TRANSPARENCY_KEY_FILE must be set (no generated keys in production)")
     problems += _payment_problems(settings.payment)
+    if env.get("AMESA_FAILPOINTS"):
+        problems.append("AMESA_FAILPOINTS is for chaos tests only")
     if problems:
         raise SettingsError("refusing to start in production: " + "; ".join(problems))

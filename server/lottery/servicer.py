@@ -23,6 +23,7 @@ from amesa.lottery.v1 import lottery_service_pb2 as pb
 from amesa.lottery.v1 import lottery_service_pb2_grpc
 from server.core.context import Principal, current_principal, require_principal
 from server.core.deps import Deps
+from server.core.errors import NotFound
 from server.core.names import parse_id, parse_name, resolve_user
 from server.core.pagination import page_size
 from server.lottery import (
@@ -42,6 +43,10 @@ from server.lottery.lifecycle import utcnow
 from server.lottery.models import House, HouseState
 from server.lottery.scheduler import Scheduler
 from server.lottery.watch_servicer import WatchRpcs
+from server.payment.checkout import Checkout
+from server.payment.mapping import PROVIDER_FROM_PROTO, order_to_proto
+from server.payment.models import PaymentProvider
+from server.payment.orders import PurchaseRequest
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -97,6 +102,7 @@ class LotteryServicer(WatchRpcs, lottery_service_pb2_grpc.LotteryServiceServicer
         self._media_dir = deps.settings.media_dir
         self._image_hosts = deps.settings.image_hosts
         self._scheduler = Scheduler.from_deps(deps)
+        self._checkout = Checkout(deps)
         self._signer = self._scheduler.signer
 
     def _house(self, house: House) -> pb.House:
@@ -463,3 +469,41 @@ class LotteryServicer(WatchRpcs, lottery_service_pb2_grpc.LotteryServiceServicer
         async with self._database.session(system=True) as session:
             current = await draws.get_draw(session, house_id=draw.house_id, admin=True)
             return mapping.draw_to_proto(current)
+
+    # --- Purchase ------------------------------------------------------------------------------
+
+    async def PurchaseTickets(
+        self, request: pb.PurchaseTicketsRequest, context: Context
+    ) -> pb.PurchaseTicketsResponse:
+        principal = require_principal()
+        method_id = None
+        if request.payment_method:
+            owner, method = parse_name(
+                request.payment_method, "users", "paymentMethods", field="payment_method"
+            )
+            if resolve_user(owner, principal, field="payment_method") != principal.user_id:
+                raise NotFound(
+                    "PAYMENT_METHOD_NOT_FOUND", "the saved payment method is not the caller's"
+                )
+            method_id = parse_id(method, field="payment_method")
+        outcome = await self._checkout.purchase(
+            PurchaseRequest(
+                user_id=principal.user_id,
+                house_id=_house_id(request.house, field="house"),
+                quantity=request.quantity,
+                request_id=uuid.UUID(request.request_id),
+                promotion_code=request.promotion_code,
+                payment_method_id=method_id,
+                provider=PROVIDER_FROM_PROTO.get(request.provider, PaymentProvider.STRIPE),
+            )
+        )
+        async with self._database.session(system=True) as session:
+            leaves = await tickets.leaf_hashes_of(session, [t.id for t in outcome.tickets])
+        return pb.PurchaseTicketsResponse(
+            order=order_to_proto(
+                outcome.order,
+                ticket_numbers=[t.number for t in outcome.tickets],
+                client_secret=outcome.client_secret,
+            ),
+            tickets=[mapping.ticket_to_proto(t, leaf_hash=leaves[t.id]) for t in outcome.tickets],
+        )

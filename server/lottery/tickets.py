@@ -281,6 +281,20 @@ async def get_ticket(
     return IssuedTicket(ticket=row[0], leaf_hash=row[1])
 
 
+async def leaf_hashes_of(
+    session: AsyncSession, ticket_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, bytes]:
+    """The entry-log leaf of each ticket (tickets issued together, e.g. by one purchase)."""
+    rows = (
+        await session.execute(
+            select(DrawEntry.ticket_id, DrawEntry.leaf_hash).where(
+                DrawEntry.ticket_id.in_(list(ticket_ids))
+            )
+        )
+    ).all()
+    return {ticket_id: leaf for ticket_id, leaf in rows}
+
+
 @dataclass(frozen=True, slots=True)
 class TicketFilter:
     house_id: uuid.UUID | None = None

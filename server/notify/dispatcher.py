@@ -82,6 +82,10 @@ NOTIFY_KINDS: Final[Mapping[str, Kind]] = {
     "promotion": Kind(NotificationCategory.MARKETING, "marketing.promotion", resource_key="house"),
     "draw_won": Kind(NotificationCategory.DRAWS, "draw.won", resource_key="ticket"),
     "draw_result": Kind(NotificationCategory.DRAWS, "draw.result", resource_key="draw"),
+    "purchase_receipt": Kind(
+        NotificationCategory.PURCHASES, "purchase.receipt", resource_key="order"
+    ),
+    "refund_issued": Kind(NotificationCategory.PURCHASES, "purchase.refund", resource_key="order"),
 }
 # Email templates whose body carries a one-time link to the web app, and the link's path.
 LINKS: Final[Mapping[str, str]] = {

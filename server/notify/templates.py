@@ -82,6 +82,18 @@ EMAIL: Final[Mapping[tuple[str, str], EmailText]] = {
             "transcript is published at $draw."
         ),
     ),
+    ("purchase_receipt", "en"): EmailText(
+        subject="Your Amesa tickets",
+        text=(
+            "Thank you!\n\nYour payment of $total was received and your $quantity ticket(s) "
+            "are issued: numbers $first_number to $last_number. Each ticket is in the public "
+            "entry log of the draw; you can ask for the proof of inclusion in the app."
+        ),
+    ),
+    ("refund_issued", "en"): EmailText(
+        subject="Your Amesa refund",
+        text="Hello,\n\nA refund of $amount was issued for your order. $reason_text",
+    ),
     ("draw_result", "en"): EmailText(
         subject="The draw for $house_title took place",
         text=(
@@ -150,6 +162,13 @@ IN_APP: Final[Mapping[tuple[str, str], InAppText]] = {
     ("promotion", "en"): InAppText(title="$headline", body="$message"),
     ("draw_won", "en"): InAppText(
         title="You won!", body="Your ticket #$ticket_number won the draw for $house_title."
+    ),
+    ("purchase_receipt", "en"): InAppText(
+        title="Tickets issued",
+        body="Your tickets $first_number to $last_number are issued ($total).",
+    ),
+    ("refund_issued", "en"): InAppText(
+        title="Refund issued", body="A refund of $amount was issued. $reason_text"
     ),
     ("draw_result", "en"): InAppText(
         title="Draw result",

@@ -291,6 +291,24 @@ class StripeGateway:
             raise
         return _payment_intent(intent)
 
+    async def find_payment_intent(
+        self, *, order_id: str, customer: str | None
+    ) -> PaymentIntentResult | None:
+        """The newest PaymentIntent whose metadata names `order_id`, among the customer's
+        recent ones (the reconciler's way to find a payment whose id was never stored).
+        localstripe ignores list filters, so the metadata is matched here either way."""
+        params: stripe.params.PaymentIntentListParams = {"limit": 100}
+        if customer is not None and not self._localstripe:
+            params["customer"] = customer
+        with _translate_errors():
+            page = await self._client.v1.payment_intents.list_async(params)
+        matches = [
+            intent for intent in page.data if _metadata(intent.metadata).get("order_id") == order_id
+        ]
+        if not matches:
+            return None
+        return _payment_intent(max(matches, key=lambda intent: intent.created))
+
     async def retrieve_payment_intent(self, payment_intent: str) -> PaymentIntentResult:
         with _translate_errors():
             intent = await self._client.v1.payment_intents.retrieve_async(payment_intent)
