@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from server.core.settings import Settings
 from server.core.tokens import load_private_key
 from server.devbeacon import LocalBeacon, env_for
 from server.lottery.draw import protocol
@@ -22,8 +23,12 @@ from tests.databases import engine_url, throwaway_database
 
 
 async def test_demo_data_loads_once_with_signed_draw_manifests(
-    monkeypatch: pytest.MonkeyPatch, transparency_key_file: Path, local_beacon: LocalBeacon
+    monkeypatch: pytest.MonkeyPatch,
+    transparency_key_file: Path,
+    local_beacon: LocalBeacon,
+    settings: Settings,
 ) -> None:
+    monkeypatch.setenv("AMESA_REDIS_URL", settings.redis_url)
     for name, value in env_for(local_beacon).items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AMESA_TRANSPARENCY_KEY_FILE", str(transparency_key_file))

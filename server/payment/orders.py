@@ -23,6 +23,7 @@ from typing import Any, Final
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.content.models import SystemSetting
 from server.core.audit import record_audit
 from server.core.crypto import PiiCipher
 from server.core.errors import (
@@ -46,8 +47,8 @@ from server.payment.models import (
     TransactionKind,
     TransactionState,
 )
-from server.user.accounts import minimum_age
-from server.user.models import KycStatus, User
+from server.user.accounts import active_exclusion, minimum_age
+from server.user.models import KycStatus, User, UserStatus
 from server.user.play import check_purchase_allowed
 from server.user.profile import decrypt_birth_date
 
@@ -71,8 +72,6 @@ def charge_key(order_id: uuid.UUID) -> str:
 
 
 async def _setting(session: AsyncSession, key: str, default: Any) -> Any:
-    from server.content.models import SystemSetting  # noqa: PLC0415 - content imports users
-
     value = await session.scalar(select(SystemSetting.value).where(SystemSetting.key == key))
     return default if value is None else value
 
@@ -351,6 +350,8 @@ async def fulfil(
     released = order.state in RELEASED_STATES
     issued: Sequence[Ticket] = ()
     try:
+        if released and not await _may_still_play(session, user_id=order.user_id, now=now):
+            raise FailedPrecondition("ACCOUNT_CLOSED", "the buyer may no longer play")
         async with session.begin_nested():
             if released:  # its tickets went back: take them again if they are still there
                 await lottery_tickets.reserve_tickets(
@@ -433,6 +434,17 @@ async def fulfil(
     return Fulfilment(order=settled, tickets=issued, sold_out=sold_out, refunded=not issued)
 
 
+async def _may_still_play(
+    session: AsyncSession, *, user_id: uuid.UUID, now: datetime.datetime
+) -> bool:
+    """A late payment of a released order gets tickets only if its buyer may still play (not
+    closed, suspended or self-excluded since); otherwise it is refunded."""
+    status = await session.scalar(select(User.status).where(User.id == user_id))
+    if status is not UserStatus.ACTIVE:
+        return False
+    return await active_exclusion(session, user_id, now=now) is None
+
+
 # --- Release -------------------------------------------------------------------------------------
 
 
@@ -470,6 +482,31 @@ async def release(
         .values(state=TransactionState.FAILED, failure_reason=failure_reason or state.value)
     )
     return order
+
+
+async def cancel_pending_orders(
+    session: AsyncSession, *, user_id: uuid.UUID, reason: str, now: datetime.datetime
+) -> list[Order]:
+    """Releases every unpaid order of a user who may no longer buy (account closed,
+    self-excluded), in the caller's transaction; a payment that still succeeds for one of them
+    is refunded (`fulfil`). The caller publishes the houses' sales progress after commit."""
+    pending = list(
+        (
+            await session.scalars(
+                select(Order.id).where(
+                    Order.user_id == user_id, Order.state == OrderState.PENDING_PAYMENT
+                )
+            )
+        ).all()
+    )
+    released = []
+    for order_id in pending:
+        order = await release(
+            session, order_id=order_id, state=OrderState.CANCELLED, failure_reason=reason, now=now
+        )
+        if order is not None:
+            released.append(order)
+    return released
 
 
 # --- Reads ---------------------------------------------------------------------------------------

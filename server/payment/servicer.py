@@ -3,7 +3,8 @@
 - orders, transactions, Stripe confirmation and webhooks: this class;
 - payment methods and GetPaymentConfig: `methods_servicer.PaymentMethodRpcs`;
 - promotions: `promotions_servicer.PromotionRpcs`;
-- GetRevenueReport: `reports_servicer.ReportRpcs`.
+- GetRevenueReport: `reports_servicer.ReportRpcs`;
+- PayPal orders and webhooks: `paypal_servicer.PayPalRpcs`.
 
 RPCs not built yet (PayPal orders and webhooks) inherit the generated base implementation,
 which the error interceptor answers with UNIMPLEMENTED (after authentication and validation).
@@ -30,6 +31,7 @@ from server.payment import mapping, methods, orders, refunds, webhook
 from server.payment.checkout import Checkout
 from server.payment.methods_servicer import PaymentMethodRpcs
 from server.payment.models import Order, Transaction
+from server.payment.paypal_servicer import PayPalRpcs
 from server.payment.promotions_servicer import PromotionRpcs
 from server.payment.reports_servicer import ReportRpcs
 
@@ -54,6 +56,7 @@ def _parent(parent: str, principal: Principal) -> uuid.UUID | None:
 
 
 class PaymentServicer(
+    PayPalRpcs,
     PaymentMethodRpcs,
     PromotionRpcs,
     ReportRpcs,

@@ -290,6 +290,10 @@ async def self_exclude(
         session.add(SelfExclusion(user_id=user_id, start_time=now, end_time=end))
     user.marketing_opt_in = False  # marketing stops on every channel, and stays off
     await session.flush()
+    # Unpaid orders stop holding tickets; a payment that still goes through is refunded.
+    from server.payment.orders import cancel_pending_orders  # noqa: PLC0415 - orders imports play
+
+    await cancel_pending_orders(session, user_id=user_id, reason="self-excluded", now=now)
     await revoke_all_sessions(session, user_id=user_id, reason=SessionRevokeReason.SELF_EXCLUDED)
     by_admin = principal.user_id != user_id
     details = {"until": end.isoformat() if end else "permanent"}

@@ -287,6 +287,12 @@ async def delete_user(session: AsyncSession, *, principal: Principal, user_id: u
     user.status_change_time = func.now()
     await session.flush()
     await revoke_all_sessions(session, user_id=user.id, reason=SessionRevokeReason.ACCOUNT_DELETED)
+    # Unpaid orders stop holding tickets; a payment that still goes through is refunded.
+    from server.payment.orders import cancel_pending_orders  # noqa: PLC0415 - orders imports profile
+
+    await cancel_pending_orders(
+        session, user_id=user.id, reason="account closed", now=datetime.datetime.now(datetime.UTC)
+    )
     by_admin = principal.user_id != user.id
     await record_activity(
         session,

@@ -13,6 +13,7 @@ import pytest
 import pytest_asyncio
 
 from server.app import App
+from tests.lottery.conftest import callers  # noqa: F401 - fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,6 +16,8 @@ from amesa.lottery.v1 import lottery_service_pb2 as pb
 from amesa.payment.v1 import payment_service_pb2 as ppb
 from amesa.payment.v1 import payment_service_pb2_grpc
 from amesa.type.v1 import money_pb2
+from amesa.user.v1 import user_service_pb2 as upb
+from amesa.user.v1 import user_service_pb2_grpc
 from server.app import App
 from server.lottery.lifecycle import utcnow
 from server.lottery.models import Ticket, TicketState
@@ -276,3 +278,34 @@ async def test_a_cancelled_lottery_refunds_every_paid_order_and_cancels_pending_
         house_ids=[uuid.UUID(house.name.split("/")[1])],
     )
     assert violations == []
+
+
+async def test_self_exclusion_cancels_unpaid_orders_and_a_late_payment_is_refunded(  # noqa: PLR0917
+    app: App,
+    callers: Callers,
+    channel: grpc.aio.Channel,
+    owner_engine: AsyncEngine,
+    localstripe: LocalStripe,
+    payments: payment_service_pb2_grpc.PaymentServiceAsyncStub,
+) -> None:
+    house = await active_house(callers, owner_engine, total=10)
+    who = await buyer(app, owner_engine, card=None)
+    order = (await purchase(callers.stub, who, house.name, 3, saved_card=False)).order
+    users = user_service_pb2_grpc.UserServiceStub(channel)
+
+    await users.SelfExclude(
+        upb.SelfExcludeRequest(name="users/me", months=6), metadata=who.metadata
+    )
+    cancelled = await payments.GetOrder(
+        ppb.GetOrderRequest(name=order.name), metadata=callers.admin
+    )
+    held = await remaining(callers, house)
+    await pay_with_stripe_js(localstripe, order)  # the browser had the client secret already
+    await deliver(payments, event("payment_intent.succeeded", order.provider_payment_reference))
+    late = await payments.GetOrder(ppb.GetOrderRequest(name=order.name), metadata=callers.admin)
+
+    assert cancelled.state == ppb.ORDER_STATE_CANCELLED
+    assert held == 10
+    assert late.state == ppb.ORDER_STATE_REFUNDED
+    assert not late.ticket_numbers
+    assert await remaining(callers, house) == 10
