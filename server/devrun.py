@@ -7,13 +7,16 @@ development JWT signing key under .data/ on first use.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 from server.manage import ROOT, migrate, write_dev_key
 from server.seed import seed
@@ -25,6 +28,8 @@ DEV_KEY = ROOT / ".data" / "jwt-ed25519.pem"
 DEV_TRANSPARENCY_KEY = ROOT / ".data" / "transparency-ed25519.pem"
 DEV_BEACON_CHAIN = ROOT / ".data" / "drand-dev.json"
 BEACON_PORT = 8081
+LOCALSTRIPE_PORT = 8420
+DEV_WEBHOOK_SECRET = "whsec_amesa_local_development"  # noqa: S105 - localstripe only
 _BEACON_VARIABLES = 5  # the NAME=value lines `python -m server.devbeacon` prints
 
 
@@ -73,6 +78,55 @@ def _start_beacon() -> tuple[subprocess.Popen[str], dict[str, str]]:
     return beacon, variables
 
 
+def _start_localstripe() -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    """localstripe (a Stripe stand-in, GPL-3.0: run as its own process, never imported), with
+    its webhooks delivered to our StripeWebhook through Envoy, signed with a development
+    secret — so saved cards, Stripe.js confirmations and refunds work locally."""
+    log = (ROOT / ".data" / "localstripe.log").open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "localstripe", "--port", str(LOCALSTRIPE_PORT), "--from-scratch"],
+        cwd=ROOT / ".data",
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base_url = f"http://127.0.0.1:{LOCALSTRIPE_PORT}"
+    if not _wait_for_port(f"127.0.0.1:{LOCALSTRIPE_PORT}", process, 30):
+        _say("localstripe did not start; see .data/localstripe.log")
+        sys.exit(1)
+    hook = urllib.request.Request(  # noqa: S310 - a fixed local URL
+        f"{base_url}/_config/webhooks/amesa",
+        data=json.dumps(
+            {"url": f"http://{ENVOY_ADDRESS}/v1/webhooks/stripe", "secret": DEV_WEBHOOK_SECRET}
+        ).encode(),
+        headers={"content-type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(hook, timeout=10):  # noqa: S310
+        pass
+    return process, {
+        "AMESA_STRIPE_SECRET_KEY": "sk_test_amesa_local",
+        "AMESA_STRIPE_PUBLISHABLE_KEY": "pk_test_amesa_local",
+        "AMESA_STRIPE_API_BASE": base_url,
+        "AMESA_STRIPE_LOCALSTRIPE": "1",
+        "AMESA_STRIPE_WEBHOOK_SECRET": DEV_WEBHOOK_SECRET,
+    }
+
+
+def _start_stand_ins() -> list[subprocess.Popen[Any]]:
+    """Local stand-ins for the external services not configured (the drand beacon, Stripe);
+    their settings go into this process's environment for the seed and the server."""
+    processes: list[subprocess.Popen[Any]] = []
+    if not os.environ.get("AMESA_DRAND_URL"):
+        beacon, env = _start_beacon()
+        processes.append(beacon)
+        os.environ.update(env)
+    if not os.environ.get("AMESA_STRIPE_SECRET_KEY"):
+        stripe, env = _start_localstripe()
+        processes.append(stripe)
+        os.environ.update(env)
+    return processes
+
+
 def main() -> None:
     url = os.environ.get("AMESA_DATABASE_URL")
     if not url or not os.environ.get("AMESA_REDIS_URL"):
@@ -83,9 +137,8 @@ def main() -> None:
     for key in (DEV_KEY, DEV_TRANSPARENCY_KEY):
         if write_dev_key(key):
             _say(f"wrote a development signing key to {key}")
-    beacon, beacon_env = (None, {}) if os.environ.get("AMESA_DRAND_URL") else _start_beacon()
     os.environ.setdefault("AMESA_TRANSPARENCY_KEY_FILE", str(DEV_TRANSPARENCY_KEY))
-    os.environ.update(beacon_env)
+    stand_ins = _start_stand_ins()
     _say("loading demo data")
     credentials = asyncio.run(seed(url))
     env = {
@@ -100,9 +153,8 @@ def main() -> None:
     bin_dir = Path(sys.executable).parent
     server = subprocess.Popen([sys.executable, "-m", "server"], env=env, cwd=ROOT)
     if not _wait_for_port(GRPC_ADDRESS, server, 30):
-        server.terminate()
-        if beacon is not None:
-            beacon.terminate()
+        for process in (server, *stand_ins):
+            process.terminate()
         _say("the server did not start; see the log above")
         sys.exit(1)
     envoy = subprocess.Popen(
@@ -118,6 +170,7 @@ def main() -> None:
         f"  Envoy    http://{ENVOY_ADDRESS}   curl http://{ENVOY_ADDRESS}/v1/languages\n"
         f"  metrics  http://{METRICS_ADDRESS}/metrics\n"
         f"  drand    {os.environ['AMESA_DRAND_URL']}   (the beacon draws use)\n"
+        f"  Stripe   {os.environ.get('AMESA_STRIPE_API_BASE', 'api.stripe.com')}\n"
         + "".join(f"  {c}\n" for c in credentials)
         + "Ctrl-C stops everything.\n"
     )
@@ -131,7 +184,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, on_signal)
     while not stop["now"] and server.poll() is None:
         time.sleep(0.2)
-    processes = [envoy, server] + ([beacon] if beacon is not None else [])
+    processes = [envoy, server, *stand_ins]
     for process in processes:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
