@@ -211,3 +211,46 @@ async def test_house_state_and_caps_are_checked(
     assert not_open == (grpc.StatusCode.FAILED_PRECONDITION, "SALES_NOT_OPEN")
     assert over_order_cap[1] in ("QUANTITY_ABOVE_ORDER_CAP", "QUANTITY_ABOVE_USER_CAP")
     assert sold_out == (grpc.StatusCode.RESOURCE_EXHAUSTED, "SOLD_OUT")
+
+
+async def test_a_promotion_lowers_the_charge_and_a_full_refund_gives_its_use_back(
+    app: App,
+    callers: Callers,
+    owner_engine: AsyncEngine,
+    localstripe: LocalStripe,
+    payments: payment_service_pb2_grpc.PaymentServiceAsyncStub,
+) -> None:
+    house = await active_house(callers, owner_engine, total=10)
+    code = f"TEN{uuid.uuid4().hex[:6].upper()}"
+    promotion = await payments.CreatePromotion(
+        ppb.CreatePromotionRequest(
+            promotion=ppb.Promotion(code=code, percent_off_bps=1000, max_total_uses=1)
+        ),
+        metadata=callers.admin,
+    )
+    first, second = await buyer(app, owner_engine), await buyer(app, owner_engine, card=None)
+
+    paid = (await purchase(callers.stub, first, house.name, 2, promotion_code=code.lower())).order
+    exhausted = await reason_of(
+        purchase(callers.stub, second, house.name, 2, saved_card=False, promotion_code=code)
+    )
+
+    price = house.lottery_terms.ticket_price.amount_minor
+    assert paid.discount.amount_minor == 2 * price // 10
+    assert paid.total.amount_minor == 2 * price - 2 * price // 10
+    intent = await localstripe.get(f"/v1/payment_intents/{paid.provider_payment_reference}")
+    assert intent["amount"] == paid.total.amount_minor
+    assert exhausted == (grpc.StatusCode.RESOURCE_EXHAUSTED, "PROMOTION_EXHAUSTED")
+
+    await payments.RefundOrder(
+        ppb.RefundOrderRequest(name=paid.name, reason="test", request_id=str(uuid.uuid4())),
+        metadata=callers.admin,
+    )
+    again = await purchase(
+        callers.stub, second, house.name, 2, saved_card=False, promotion_code=code
+    )
+    assert again.order.promotion_code == code
+    seen = await payments.GetPromotion(
+        ppb.GetPromotionRequest(name=promotion.name), metadata=callers.admin
+    )
+    assert seen.uses_count == 1
