@@ -247,9 +247,13 @@ class Checkout:
         if order_id is not None:
             return order_id
         try:
-            return uuid.UUID(intent.metadata.get("order_id", ""))
+            named = uuid.UUID(intent.metadata.get("order_id", ""))
         except ValueError:
             return None
+        # Only an order still paid with Stripe: one switched to PayPal ignores its old intent.
+        async with self._database.session(system=True) as session:
+            provider = await session.scalar(select(Order.provider).where(Order.id == named))
+        return named if provider is PaymentProvider.STRIPE else None
 
     # --- Cancel and expire -------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from server.core.deps import Deps
 from server.lottery.lifecycle import utcnow
 from server.payment import methods, refunds
 from server.payment.checkout import Checkout
+from server.payment.paypal_flow import PayPalFlow
 
 log = logging.getLogger("amesa.payment.jobs")
 
@@ -31,6 +32,10 @@ class PaymentJob:
         expired = await self._checkout.expire_due()
         interval = self._deps.settings.payment.reconcile_interval
         reconciled = await self._checkout.reconcile(older_than=interval * RECONCILE_AFTER_ROUNDS)
+        if self._deps.gateways.paypal_client is not None:
+            reconciled += await PayPalFlow(self._deps).reconcile(
+                older_than=interval * RECONCILE_AFTER_ROUNDS
+            )
         houses = await refunds.refund_cancelled_houses(self._deps.database, now=utcnow())
         sent = await refunds.send_pending_refunds(self._deps.database, self._deps.gateways)
         await self._detach_deleted_cards()
@@ -63,6 +68,7 @@ class PaymentJob:
 def register_payment_job(deps: Deps) -> PaymentJob:
     job = PaymentJob(deps)
     interval = deps.settings.payment.reconcile_interval
-    if interval > timedelta(0) and deps.gateways.stripe_gateway is not None:
+    providers = (deps.gateways.stripe_gateway, deps.gateways.paypal_client)
+    if interval > timedelta(0) and any(provider is not None for provider in providers):
         deps.jobs.register(JOB_NAME, job.run, interval=interval, timeout=timedelta(minutes=2))
     return job

@@ -4,6 +4,7 @@ only) and PayPalWebhook; the flow itself is server/payment/paypal_flow.py."""
 from __future__ import annotations
 
 import uuid
+from functools import cached_property
 from typing import Any
 
 import grpc
@@ -34,6 +35,10 @@ def _own_order(name: str) -> tuple[uuid.UUID, uuid.UUID]:
 class PayPalRpcs:
     _deps: Deps
 
+    @cached_property
+    def _paypal(self) -> PayPalFlow:
+        return PayPalFlow(self._deps)
+
     async def _paypal_order_proto(self, order: Order) -> pb.Order:
         async with self._deps.database.session(system=True) as session:
             numbers = await orders.ticket_numbers(session, [order.id])
@@ -43,7 +48,7 @@ class PayPalRpcs:
         self, request: pb.CreatePayPalOrderRequest, context: Context
     ) -> pb.CreatePayPalOrderResponse:
         user_id, order_id = _own_order(request.name)
-        order, approval_url = await PayPalFlow(self._deps).create(
+        order, approval_url = await self._paypal.create(
             order_id, user_id=user_id, return_url=request.return_url, cancel_url=request.cancel_url
         )
         return pb.CreatePayPalOrderResponse(
@@ -54,7 +59,7 @@ class PayPalRpcs:
         self, request: pb.CapturePayPalOrderRequest, context: Context
     ) -> pb.Order:
         user_id, order_id = _own_order(request.name)
-        order = await PayPalFlow(self._deps).capture(order_id, user_id=user_id)
+        order = await self._paypal.capture(order_id, user_id=user_id)
         return await self._paypal_order_proto(order)
 
     async def PayPalWebhook(
@@ -65,5 +70,5 @@ class PayPalRpcs:
             for key, value in context.invocation_metadata() or ()
             if isinstance(value, str)
         }
-        await PayPalFlow(self._deps).webhook(headers, request.payload.data)
+        await self._paypal.webhook(headers, request.payload.data)
         return empty_pb2.Empty()

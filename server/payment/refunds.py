@@ -253,7 +253,10 @@ async def _send(gateways: Gateways, refund: Transaction) -> dict[str, Any] | Non
                 else TransactionState.FAILED
             )
             return {"provider_reference": result.id, "state": state}
-        return None  # PayPal refunds: captured payments are refunded by capture id (not built yet)
+        # paypal_flow imports checkout, which imports this module.
+        from server.payment.paypal_flow import send_paypal_refund  # noqa: PLC0415
+
+        return await send_paypal_refund(gateways, refund)
     except ProviderUnavailable as error:
         log.warning("refund %s: provider unavailable: %s", refund.id, error)
         return None

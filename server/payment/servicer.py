@@ -5,9 +5,6 @@
 - promotions: `promotions_servicer.PromotionRpcs`;
 - GetRevenueReport: `reports_servicer.ReportRpcs`;
 - PayPal orders and webhooks: `paypal_servicer.PayPalRpcs`.
-
-RPCs not built yet (PayPal orders and webhooks) inherit the generated base implementation,
-which the error interceptor answers with UNIMPLEMENTED (after authentication and validation).
 """
 
 from __future__ import annotations
