@@ -70,10 +70,7 @@ class Checkout:
     # --- PurchaseTickets ---------------------------------------------------------------------
 
     async def purchase(self, request: orders.PurchaseRequest) -> Outcome:
-        if request.provider is PaymentProvider.STRIPE:
-            self._gateways.stripe  # noqa: B018 - PROVIDER_DISABLED before anything is reserved
-        else:
-            self._gateways.paypal  # noqa: B018
+        self._gateways.require(request.provider)
         async with self._database.session(system=True) as session:
             order = await orders.existing_order(session, request)
             method = await self._method(session, request)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from server.core.errors import FailedPrecondition
 from server.core.settings import PaymentConfig
+from server.payment.models import PaymentProvider
 from server.payment.providers.paypal import PayPalClient
 from server.payment.providers.stripe_gateway import StripeGateway
 
@@ -32,6 +33,13 @@ class Gateways:
         if self.paypal_client is None:
             raise provider_disabled("PayPal")
         return self.paypal_client
+
+    def require(self, provider: PaymentProvider) -> None:
+        """PROVIDER_DISABLED unless `provider` is configured (before anything is reserved)."""
+        if provider is PaymentProvider.STRIPE:
+            self.stripe  # noqa: B018 - the property raises when Stripe is off
+        else:
+            self.paypal  # noqa: B018 - the property raises when PayPal is off
 
     async def aclose(self) -> None:
         if self.stripe_gateway is not None:

@@ -10,11 +10,12 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import empty_pb2
-from sqlalchemy import select
+from sqlalchemy import Select, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from amesa.payment.v1 import payment_service_pb2 as pb
 from amesa.payment.v1 import payment_service_pb2_grpc
@@ -22,17 +23,18 @@ from server.core.context import Principal, require_principal
 from server.core.deps import Deps
 from server.core.errors import NotFound, PermissionDenied
 from server.core.names import parse_id, parse_name, resolve_user
-from server.core.pagination import keyset_page
+from server.core.pagination import Page, keyset_page
 from server.lottery.lifecycle import utcnow
 from server.payment import mapping, methods, orders, refunds, webhook
 from server.payment.checkout import Checkout
 from server.payment.methods_servicer import PaymentMethodRpcs
-from server.payment.models import Order, Transaction
+from server.payment.models import Order, PaymentProvider, Transaction
 from server.payment.paypal_servicer import PayPalRpcs
 from server.payment.promotions_servicer import PromotionRpcs
 from server.payment.reports_servicer import ReportRpcs
 
 Context = grpc.aio.ServicerContext[Any, Any]
+Listed = TypeVar("Listed", Order, Transaction)
 ALL_USERS = "-"
 
 
@@ -219,7 +221,7 @@ class PaymentServicer(
             ),
             None,
         )
-        self._deps.gateways.stripe  # noqa: B018 - PROVIDER_DISABLED when Stripe is off
+        self._deps.gateways.require(PaymentProvider.STRIPE)
         event = webhook.verified_event(
             request.payload.data, header, self._deps.settings.payment.stripe_webhook_secret
         )
@@ -239,8 +241,14 @@ class PaymentServicer(
 
 
 async def keyset(
-    session: Any, query: Any, model: Any, request: Any, *, deps: Deps, filters: dict[str, Any]
-) -> Any:
+    session: AsyncSession,
+    query: Select[Listed],
+    model: type[Listed],
+    request: pb.ListOrdersRequest | pb.ListTransactionsRequest,
+    *,
+    deps: Deps,
+    filters: dict[str, Any],
+) -> Page[Listed]:
     """Newest first by creation time, then id (unique)."""
     return await keyset_page(
         session,
