@@ -9,17 +9,24 @@ import uuid
 
 import grpc
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from amesa.lottery.v1 import lottery_service_pb2 as pb
 from amesa.payment.v1 import payment_service_pb2 as ppb
 from amesa.payment.v1 import payment_service_pb2_grpc
 from server.app import App
-from server.lottery.models import House
+from server.lottery.models import House, HouseState
 from server.payment.models import Transaction, TransactionState
-from server.user.models import KycStatus, User, UserStatus
-from tests.lottery.conftest import Callers, active_house, published_house
+from server.user.models import (
+    KycStatus,
+    PlayLimit,
+    PlayLimitPeriod,
+    SelfExclusion,
+    User,
+    UserStatus,
+)
+from tests.lottery.conftest import Callers, active_house, force_state, published_house
 from tests.payment.localstripe import LocalStripe
 from tests.payment.support import Buyer, buyer, purchase
 from tests.support import failure
@@ -173,24 +180,48 @@ async def _ineligible(app: App, owner_engine: AsyncEngine, case: str) -> Buyer:
         )
     who = await buyer(app, owner_engine, card=None)
     async with owner_engine.begin() as connection:
-        await connection.execute(
-            update(User).where(User.id == who.user_id).values(status=UserStatus.SUSPENDED)
-        )
+        if case == "ACCOUNT_SUSPENDED":
+            await connection.execute(
+                update(User).where(User.id == who.user_id).values(status=UserStatus.SUSPENDED)
+            )
+        elif case == "SELF_EXCLUDED":
+            await connection.execute(
+                insert(SelfExclusion).values(
+                    user_id=who.user_id, start_time=datetime.datetime.now(datetime.UTC)
+                )
+            )
+        else:  # PLAY_LIMIT_EXCEEDED: a daily limit below one ticket's price
+            await connection.execute(
+                insert(PlayLimit).values(
+                    user_id=who.user_id,
+                    period=PlayLimitPeriod.DAILY,
+                    amount_minor=1,
+                    currency="EUR",
+                )
+            )
     return who
 
 
 @pytest.mark.parametrize(
-    "case", ["EMAIL_NOT_VERIFIED", "KYC_REQUIRED", "UNDERAGE", "ACCOUNT_SUSPENDED"]
+    ("case", "code"),
+    [
+        ("EMAIL_NOT_VERIFIED", grpc.StatusCode.FAILED_PRECONDITION),
+        ("KYC_REQUIRED", grpc.StatusCode.FAILED_PRECONDITION),
+        ("UNDERAGE", grpc.StatusCode.FAILED_PRECONDITION),
+        ("ACCOUNT_SUSPENDED", grpc.StatusCode.FAILED_PRECONDITION),
+        ("SELF_EXCLUDED", grpc.StatusCode.FAILED_PRECONDITION),
+        ("PLAY_LIMIT_EXCEEDED", grpc.StatusCode.RESOURCE_EXHAUSTED),
+    ],
 )
 async def test_each_buyer_check_has_its_own_reason_and_reserves_nothing(
-    app: App, callers: Callers, owner_engine: AsyncEngine, case: str
+    app: App, callers: Callers, owner_engine: AsyncEngine, case: str, code: grpc.StatusCode
 ) -> None:
     house = await active_house(callers, owner_engine, total=10)
     who = await _ineligible(app, owner_engine, case)
 
     result = await reason_of(purchase(callers.stub, who, house.name, 1, saved_card=False))
 
-    assert result == (grpc.StatusCode.FAILED_PRECONDITION, case)
+    assert result == (code, case)
     seen = await callers.stub.GetHouse(pb.GetHouseRequest(name=house.name))
     assert seen.tickets_remaining == 10
 
@@ -208,9 +239,31 @@ async def test_house_state_and_caps_are_checked(
     other = await buyer(app, owner_engine, card=None)
     sold_out = await reason_of(purchase(callers.stub, other, house.name, 2, saved_card=False))
 
+    over_user_cap = await reason_of(purchase(callers.stub, who, house.name, 2, saved_card=False))
+    unknown_code = await reason_of(
+        purchase(callers.stub, other, house.name, 1, saved_card=False, promotion_code="NOPE99")
+    )
+    not_my_card = await reason_of(
+        callers.stub.PurchaseTickets(
+            pb.PurchaseTicketsRequest(
+                house=house.name,
+                quantity=1,
+                request_id=str(uuid.uuid4()),
+                payment_method=f"users/me/paymentMethods/{uuid.uuid4()}",
+            ),
+            metadata=other.metadata,
+        )
+    )
+    await force_state(app, owner_engine, house.name, HouseState.CLOSED)
+    closed = await reason_of(purchase(callers.stub, other, house.name, 1, saved_card=False))
+
     assert not_open == (grpc.StatusCode.FAILED_PRECONDITION, "SALES_NOT_OPEN")
-    assert over_order_cap[1] in ("QUANTITY_ABOVE_ORDER_CAP", "QUANTITY_ABOVE_USER_CAP")
+    assert over_order_cap == (grpc.StatusCode.INVALID_ARGUMENT, "QUANTITY_ABOVE_ORDER_CAP")
     assert sold_out == (grpc.StatusCode.RESOURCE_EXHAUSTED, "SOLD_OUT")
+    assert over_user_cap == (grpc.StatusCode.RESOURCE_EXHAUSTED, "QUANTITY_ABOVE_USER_CAP")
+    assert unknown_code == (grpc.StatusCode.FAILED_PRECONDITION, "PROMOTION_INVALID")
+    assert not_my_card == (grpc.StatusCode.NOT_FOUND, "PAYMENT_METHOD_NOT_FOUND")
+    assert closed == (grpc.StatusCode.FAILED_PRECONDITION, "SALES_CLOSED")
 
 
 async def test_a_promotion_lowers_the_charge_and_a_full_refund_gives_its_use_back(
