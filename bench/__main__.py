@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 
-from bench import draw, interceptors
+from bench import draw, interceptors, purchase, watch_house
 
 
 def main() -> None:
-    for benchmark in (interceptors, draw):
+    for benchmark in (interceptors, draw, purchase, watch_house):
         sys.stdout.write(benchmark.run() + "\n")
         sys.stdout.flush()
 

@@ -348,6 +348,7 @@ async def fulfil(
     if order.state in PAID_STATES:
         return Fulfilment(order=order, tickets=())
     released = order.state in RELEASED_STATES
+    previous = order.state  # the UPDATE below refreshes `order`
     issued: Sequence[Ticket] = ()
     try:
         if released and not await _may_still_play(session, user_id=order.user_id, now=now):
@@ -423,7 +424,7 @@ async def fulfil(
         actor=None,
         action="payment.order.fulfil" if issued else "payment.order.refund_unfulfillable",
         resource_name=f"users/{order.user_id}/orders/{order.id}",
-        before={"state": order.state.value},
+        before={"state": previous.value},
         after={"charge": charge_reference, "tickets": [t.number for t in issued]},
     )
     settled = await lock_order(session, order.id)

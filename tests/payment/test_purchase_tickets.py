@@ -16,6 +16,7 @@ from amesa.lottery.v1 import lottery_service_pb2 as pb
 from amesa.payment.v1 import payment_service_pb2 as ppb
 from amesa.payment.v1 import payment_service_pb2_grpc
 from server.app import App
+from server.core.models import AuditLog
 from server.lottery.models import House, HouseState
 from server.payment.models import Transaction, TransactionState
 from server.user.models import (
@@ -307,3 +308,20 @@ async def test_a_promotion_lowers_the_charge_and_a_full_refund_gives_its_use_bac
         ppb.GetPromotionRequest(name=promotion.name), metadata=callers.admin
     )
     assert seen.uses_count == 1
+
+
+async def test_fulfilment_is_audited_from_the_pending_state(
+    app: App, callers: Callers, owner_engine: AsyncEngine
+) -> None:
+    house = await active_house(callers, owner_engine, total=5)
+    who = await buyer(app, owner_engine)
+    order = (await purchase(callers.stub, who, house.name, 1)).order
+
+    async with app.deps.database.session(system=True) as session:
+        before = await session.scalar(
+            select(AuditLog.before).where(
+                AuditLog.action == "payment.order.fulfil", AuditLog.resource_name == order.name
+            )
+        )
+
+    assert before == {"state": "PENDING_PAYMENT"}
