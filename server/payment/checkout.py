@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Final
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.deps import Deps
@@ -327,40 +327,49 @@ class Checkout:
     # --- Reconciler --------------------------------------------------------------------------
 
     async def reconcile(self, *, older_than: datetime.timedelta) -> int:
-        """Pending Stripe orders whose payment exists are compared with Stripe and settled, so
+        """Pending Stripe orders are compared with Stripe and settled, batch after batch in
+        creation order (so unpaid orders waiting for their expiry never starve newer ones), so
         a lost webhook or a crash after the provider call loses nothing."""
-        async with self._database.session(system=True) as session:
-            pending = list(
-                (
-                    await session.execute(
-                        select(Order.id, Order.provider_payment_reference)
-                        .where(
-                            Order.state == OrderState.PENDING_PAYMENT,
-                            Order.provider == PaymentProvider.STRIPE,
-                            Order.create_time <= utcnow() - older_than,
-                        )
-                        .limit(_RECONCILE_BATCH)
-                    )
-                ).all()
-            )
         settled = 0
-        for order_id, reference in pending:
-            try:
-                if reference is None:
-                    intent = await self._find_intent(order_id)
-                    if intent is None:
-                        continue
-                    async with self._database.session(system=True) as session:
-                        await orders.set_payment_reference(
-                            session, order_id=order_id, reference=intent.id
-                        )
-                else:
-                    intent = await self._gateways.stripe.retrieve_payment_intent(reference)
-                await self.settle(order_id, intent)
-                settled += 1
-            except ProviderError as error:
-                log.warning("order %s: could not reconcile: %s", order_id, error)
-        return settled
+        after: tuple[datetime.datetime, uuid.UUID] | None = None
+        while True:
+            query = (
+                select(Order.id, Order.provider_payment_reference, Order.create_time)
+                .where(
+                    Order.state == OrderState.PENDING_PAYMENT,
+                    Order.provider == PaymentProvider.STRIPE,
+                    Order.create_time <= utcnow() - older_than,
+                )
+                .order_by(Order.create_time, Order.id)
+                .limit(_RECONCILE_BATCH)
+            )
+            if after is not None:
+                query = query.where(tuple_(Order.create_time, Order.id) > tuple_(*after))
+            async with self._database.session(system=True) as session:
+                batch = list((await session.execute(query)).all())
+            for order_id, reference, _ in batch:
+                settled += await self._reconcile_one(order_id, reference)
+            if len(batch) < _RECONCILE_BATCH:
+                return settled
+            after = (batch[-1].create_time, batch[-1].id)
+
+    async def _reconcile_one(self, order_id: uuid.UUID, reference: str | None) -> int:
+        try:
+            if reference is None:
+                intent = await self._find_intent(order_id)
+                if intent is None:
+                    return 0
+                async with self._database.session(system=True) as session:
+                    await orders.set_payment_reference(
+                        session, order_id=order_id, reference=intent.id
+                    )
+            else:
+                intent = await self._gateways.stripe.retrieve_payment_intent(reference)
+            await self.settle(order_id, intent)
+        except ProviderError as error:
+            log.warning("order %s: could not reconcile: %s", order_id, error)
+            return 0
+        return 1
 
     async def _find_intent(self, order_id: uuid.UUID) -> PaymentIntentResult | None:
         """The PaymentIntent of an order whose id was never stored (the process died right
