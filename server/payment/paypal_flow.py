@@ -278,11 +278,13 @@ class PayPalFlow:
                     "URL",
                 ) from None
             except CardDeclined as declined:
+                # Recoverable at PayPal: the buyer approves the same order again with another
+                # funding source, so the order keeps its tickets until it expires.
                 code = declined.decline_code or declined.code or "DECLINED"
-                await self._fail(order.id, reason=code)
                 raise FailedPrecondition(
                     "PAYMENT_DECLINED",
-                    "PayPal declined the funding source; the tickets were released",
+                    "PayPal declined the funding source; send the buyer back to the approval URL "
+                    "to choose another",
                     metadata={"order": order_name(order), "provider_code": code},
                 ) from None
             except ProviderNotFound:

@@ -114,6 +114,7 @@ class PayPalStandIn:
             order = self.orders[order_id]
             if order["status"] in ("CREATED", "PAYER_ACTION_REQUIRED"):
                 order["status"] = "APPROVED"
+                self._declined.discard(order_id)  # a new approval picks another instrument
                 order["payer"] = {
                     "name": {"given_name": "John", "surname": "Doe"},
                     "email_address": "buyer@example.com",
@@ -125,7 +126,8 @@ class PayPalStandIn:
                 ]
 
     def decline(self, order_id: str) -> None:
-        """The payer's funding instrument will be refused when the order is captured."""
+        """The payer's funding instrument will be refused when the order is captured (until
+        the payer approves the order again with another one)."""
         with self._lock:
             self._declined.add(order_id)
 
@@ -362,6 +364,9 @@ class PayPalStandIn:
                 "Create Order call or provide a valid payment_source in the request.",
             )
         if order_id in self._declined:
+            # As PayPal does: the payer must go back to the approval page and pick another
+            # funding source; the same order can then be captured.
+            self.orders[order_id]["status"] = "PAYER_ACTION_REQUIRED"
             raise _Problem(
                 422,
                 "UNPROCESSABLE_ENTITY",
