@@ -6,7 +6,6 @@ import datetime
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
@@ -25,7 +24,7 @@ from server.auth.sessions import (
     start_session,
 )
 from server.auth.verification import consume_token, issue_email_verification, issue_password_reset
-from server.content.models import Language, SystemSetting
+from server.content.models import Language
 from server.core.audit import record_activity
 from server.core.crypto import PiiCipher
 from server.core.errors import (
@@ -39,6 +38,7 @@ from server.core.errors import (
 )
 from server.core.models import ActivityKind
 from server.core.tokens import AccessTokenSigner, IssuedToken
+from server.user.accounts import age_on, setting
 from server.user.models import SelfExclusion, User, UserStatus
 
 DEFAULT_MINIMUM_AGE = 18
@@ -81,11 +81,6 @@ def sign_in_tokens(
     )
 
 
-async def _setting(session: AsyncSession, key: str, default: Any) -> Any:
-    value = await session.scalar(select(SystemSetting.value).where(SystemSetting.key == key))
-    return default if value is None else value
-
-
 def _birth_date(year: int, month: int, day: int) -> datetime.date:
     try:
         birth_date = datetime.date(year, month, day)
@@ -98,14 +93,6 @@ def _birth_date(year: int, month: int, day: int) -> datetime.date:
             violations=[FieldViolation("birth_date", "not a real date in the past")],
         )
     return birth_date
-
-
-def _age(birth_date: datetime.date, today: datetime.date) -> int:
-    return (
-        today.year
-        - birth_date.year
-        - ((today.month, today.day) < (birth_date.month, birth_date.day))
-    )
 
 
 async def check_sign_up_details(
@@ -128,7 +115,7 @@ async def check_sign_up_details(
             f"language {language_code!r} is not supported",
             violations=[FieldViolation(f"{field_prefix}language_code", "not a supported language")],
         )
-    current_terms = str(await _setting(session, "terms_version", DEFAULT_TERMS_VERSION))
+    current_terms = str(await setting(session, "terms_version", DEFAULT_TERMS_VERSION))
     if accepted_terms_version != current_terms:
         raise FailedPrecondition(
             "TERMS_VERSION_OUTDATED",
@@ -136,8 +123,8 @@ async def check_sign_up_details(
             metadata={"current_version": current_terms},
         )
     birth_date = _birth_date(birth_year, birth_month, birth_day)
-    minimum_age = int(await _setting(session, "minimum_age", DEFAULT_MINIMUM_AGE))
-    if _age(birth_date, datetime.datetime.now(datetime.UTC).date()) < minimum_age:
+    minimum_age = int(await setting(session, "minimum_age", DEFAULT_MINIMUM_AGE))
+    if age_on(birth_date, datetime.datetime.now(datetime.UTC).date()) < minimum_age:
         raise InvalidArgument(
             "UNDERAGE",
             f"you must be at least {minimum_age} to register",

@@ -23,7 +23,6 @@ from typing import Any, Final
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.content.models import SystemSetting
 from server.core.audit import record_audit
 from server.core.crypto import PiiCipher
 from server.core.errors import (
@@ -47,7 +46,7 @@ from server.payment.models import (
     TransactionKind,
     TransactionState,
 )
-from server.user.accounts import active_exclusion, minimum_age
+from server.user.accounts import active_exclusion, age_on, minimum_age, setting
 from server.user.models import KycStatus, User, UserStatus
 from server.user.play import check_purchase_allowed
 from server.user.profile import decrypt_birth_date
@@ -71,15 +70,6 @@ def charge_key(order_id: uuid.UUID) -> str:
 # --- Eligibility ---------------------------------------------------------------------------------
 
 
-async def _setting(session: AsyncSession, key: str, default: Any) -> Any:
-    value = await session.scalar(select(SystemSetting.value).where(SystemSetting.key == key))
-    return default if value is None else value
-
-
-def _age(birth: datetime.date, today: datetime.date) -> int:
-    return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
-
-
 async def check_buyer(
     session: AsyncSession, *, user: User, cipher: PiiCipher, now: datetime.datetime
 ) -> None:
@@ -90,7 +80,7 @@ async def check_buyer(
         raise FailedPrecondition(
             "EMAIL_NOT_VERIFIED", "verify your email address before buying tickets"
         )
-    if bool(await _setting(session, "purchase_requires_kyc", True)) and (
+    if bool(await setting(session, "purchase_requires_kyc", True)) and (
         user.kyc_status is not KycStatus.APPROVED
     ):
         raise FailedPrecondition(
@@ -100,7 +90,7 @@ async def check_buyer(
         )
     minimum = await minimum_age(session)
     birth = decrypt_birth_date(user, cipher)
-    if birth is None or _age(birth, now.date()) < minimum:
+    if birth is None or age_on(birth, now.date()) < minimum:
         raise FailedPrecondition(
             "UNDERAGE",
             f"buyers must be at least {minimum} years old",

@@ -143,15 +143,22 @@ async def audit_for_other_user(
         )
 
 
-async def _setting(session: AsyncSession, key: str) -> Any:
-    return await session.scalar(select(SystemSetting.value).where(SystemSetting.key == key))
+async def setting(session: AsyncSession, key: str, default: Any = None) -> Any:
+    """A system setting's value (JSON), or `default` when it is not set."""
+    value = await session.scalar(select(SystemSetting.value).where(SystemSetting.key == key))
+    return default if value is None else value
+
+
+def age_on(birth: datetime.date, today: datetime.date) -> int:
+    """Age in whole years on `today`."""
+    return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
 
 
 async def minimum_age(session: AsyncSession) -> int:
-    value = await _setting(session, "minimum_age")
+    value = await setting(session, "minimum_age")
     return value if isinstance(value, int) and not isinstance(value, bool) else DEFAULT_MINIMUM_AGE
 
 
 async def platform_currency(session: AsyncSession) -> str:
-    value = await _setting(session, "default_currency")
+    value = await setting(session, "default_currency")
     return value if isinstance(value, str) and len(value) == 3 else DEFAULT_CURRENCY

@@ -25,6 +25,7 @@ from server.user.accounts import (
     Exclusion,
     active_exclusion,
     active_exclusions,
+    age_on,
     load_open_user,
     load_user,
     minimum_age,
@@ -117,10 +118,6 @@ async def views_of(
 
 async def get_user(session: AsyncSession, *, user_id: uuid.UUID, cipher: PiiCipher) -> UserView:
     return await view_of(session, await load_user(session, user_id), cipher=cipher)
-
-
-def age_on(birth: datetime.date, today: datetime.date) -> int:
-    return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
 
 
 async def _check_birth_date(
