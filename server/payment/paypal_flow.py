@@ -25,7 +25,6 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert
 
 from server.core.deps import Deps
 from server.core.errors import (
@@ -44,7 +43,6 @@ from server.payment.models import (
     Order,
     OrderState,
     PaymentProvider,
-    ProviderEvent,
     Transaction,
     TransactionKind,
     TransactionState,
@@ -58,6 +56,7 @@ from server.payment.providers import (
 )
 from server.payment.providers.paypal import PayPalCapture, PayPalClient, PayPalOrder
 from server.payment.providers.stripe_gateway import PaymentIntentStatus
+from server.payment.webhook import apply_once
 
 log = logging.getLogger("amesa.payment.paypal")
 
@@ -401,63 +400,19 @@ class PayPalFlow:
             paypal_base_url=self._config.paypal_base_url,
             now=utcnow(),
         )
-        return await self._apply_once(event)
-
-    async def _apply_once(self, event: dict[str, Any]) -> bool:
-        event_id: str = event["id"]
-        async with self._database.session(system=True) as session:
-            await session.execute(
-                insert(ProviderEvent)
-                .values(
-                    provider=PaymentProvider.PAYPAL,
-                    event_id=event_id,
-                    event_type=event["event_type"],
-                    payload=event,
-                )
-                .on_conflict_do_nothing(
-                    index_elements=[ProviderEvent.provider, ProviderEvent.event_id]
-                )
-            )
-            processed = await session.scalar(
-                select(ProviderEvent.process_time).where(
-                    ProviderEvent.provider == PaymentProvider.PAYPAL,
-                    ProviderEvent.event_id == event_id,
-                )
-            )
-        if processed is not None:
-            return False
-        try:
-            await self._handle(event)
-        except Exception as error:
-            log.exception("paypal event %s (%s) failed", event_id, event["event_type"])
-            async with self._database.session(system=True) as session:
-                await session.execute(
-                    update(ProviderEvent)
-                    .where(
-                        ProviderEvent.provider == PaymentProvider.PAYPAL,
-                        ProviderEvent.event_id == event_id,
-                    )
-                    .values(
-                        attempt_count=ProviderEvent.attempt_count + 1,
-                        last_error=f"{type(error).__name__}: {error}"[:2000],
-                    )
-                )
+        return await apply_once(
+            self._database,
+            provider=PaymentProvider.PAYPAL,
+            event_id=event["id"],
+            event_type=event["event_type"],
+            payload=event,
+            handle=lambda: self._handle(event),
             # Not marked processed: PayPal delivers it again and it is applied then.
-            raise Unavailable(
+            retry=Unavailable(
                 "PROVIDER_UNAVAILABLE", "the event could not be applied yet; PayPal retries it"
-            ) from None
-        async with self._database.session(system=True) as session:
-            applied = await session.scalar(
-                update(ProviderEvent)
-                .where(
-                    ProviderEvent.provider == PaymentProvider.PAYPAL,
-                    ProviderEvent.event_id == event_id,
-                    ProviderEvent.process_time.is_(None),
-                )
-                .values(process_time=utcnow(), attempt_count=ProviderEvent.attempt_count + 1)
-                .returning(ProviderEvent.id)
-            )
-        return applied is not None
+            ),
+            now=utcnow(),
+        )
 
     async def _handle(self, event: dict[str, Any]) -> None:
         if not str(event["event_type"]).startswith("PAYMENT.CAPTURE."):

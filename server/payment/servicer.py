@@ -225,7 +225,7 @@ class PaymentServicer(
         event = webhook.verified_event(
             request.payload.data, header, self._deps.settings.payment.stripe_webhook_secret
         )
-        await webhook.apply_once(
+        await webhook.apply_stripe_event(
             self._deps.database,
             event,
             {

@@ -52,65 +52,77 @@ def verified_event(payload: bytes, header: str | None, secret: str | None) -> di
 
 async def apply_once(
     database: Database,
-    event: dict[str, Any],
-    handlers: dict[str, Handler],
     *,
+    provider: PaymentProvider,
+    event_id: str,
+    event_type: str,
+    payload: dict[str, Any],
+    handle: Callable[[], Awaitable[None]],
+    retry: Unavailable,
     now: datetime.datetime,
 ) -> bool:
-    """Records the event in the inbox and applies it unless an earlier delivery did; returns
-    whether this call applied it. A failing handler leaves the event unprocessed and answers
-    UNAVAILABLE, so Stripe delivers it again."""
+    """The inbox of every provider's webhooks: records the event and applies it (`handle`)
+    unless an earlier delivery did; returns whether this call applied it. A failing handler
+    leaves the event unprocessed and raises `retry`, so the provider delivers it again."""
+    event = (ProviderEvent.provider == provider, ProviderEvent.event_id == event_id)
     async with database.session(system=True) as session:
         await session.execute(
             insert(ProviderEvent)
-            .values(
-                provider=PaymentProvider.STRIPE,
-                event_id=event["id"],
-                event_type=event["type"],
-                payload=event,
-            )
+            .values(provider=provider, event_id=event_id, event_type=event_type, payload=payload)
             .on_conflict_do_nothing(index_elements=[ProviderEvent.provider, ProviderEvent.event_id])
         )
-        processed = await session.scalar(
-            select(ProviderEvent.process_time).where(
-                ProviderEvent.provider == PaymentProvider.STRIPE,
-                ProviderEvent.event_id == event["id"],
-            )
-        )
+        processed = await session.scalar(select(ProviderEvent.process_time).where(*event))
     if processed is not None:
         return False
-    handler = next(
-        (run for prefix, run in handlers.items() if event["type"].startswith(prefix)), None
-    )
     try:
-        if handler is not None:
-            object_id = event["data"]["object"].get("id")
-            if isinstance(object_id, str):
-                await handler(object_id)
+        await handle()
     except Exception as error:
-        log.exception("stripe event %s (%s) failed", event["id"], event["type"])
+        log.exception("%s event %s (%s) failed", provider.value, event_id, event_type)
         async with database.session(system=True) as session:
             await session.execute(
                 update(ProviderEvent)
-                .where(
-                    ProviderEvent.provider == PaymentProvider.STRIPE,
-                    ProviderEvent.event_id == event["id"],
-                )
+                .where(*event)
                 .values(
                     attempt_count=ProviderEvent.attempt_count + 1,
                     last_error=f"{type(error).__name__}: {error}"[:2000],
                 )
             )
-        raise Unavailable("WEBHOOK_RETRY", "the event could not be applied yet; retry") from None
+        raise retry from None
     async with database.session(system=True) as session:
         applied = await session.scalar(
             update(ProviderEvent)
-            .where(
-                ProviderEvent.provider == PaymentProvider.STRIPE,
-                ProviderEvent.event_id == event["id"],
-                ProviderEvent.process_time.is_(None),
-            )
+            .where(*event, ProviderEvent.process_time.is_(None))
             .values(process_time=now, attempt_count=ProviderEvent.attempt_count + 1)
             .returning(ProviderEvent.id)
         )
     return applied is not None
+
+
+async def apply_stripe_event(
+    database: Database,
+    event: dict[str, Any],
+    handlers: dict[str, Handler],
+    *,
+    now: datetime.datetime,
+) -> bool:
+    """A verified Stripe event through the inbox: the handler of the first matching type
+    prefix gets the event's object id; other types are recorded and acknowledged."""
+
+    async def handle() -> None:
+        handler = next(
+            (run for prefix, run in handlers.items() if event["type"].startswith(prefix)), None
+        )
+        object_id = event["data"]["object"].get("id")
+        if handler is not None and isinstance(object_id, str):
+            await handler(object_id)
+
+    return await apply_once(
+        database,
+        provider=PaymentProvider.STRIPE,
+        event_id=event["id"],
+        event_type=event["type"],
+        payload=event,
+        handle=handle,
+        retry=Unavailable("WEBHOOK_RETRY", "the event could not be applied yet; retry"),
+        now=now,
+    )
