@@ -84,12 +84,12 @@ class Checkout:
                     now=utcnow(),
                 )
         if created:
-            await self._counters_changed(order.house_id)
+            await self.counters_changed(order.house_id)
         if (
             order.state is not OrderState.PENDING_PAYMENT
             or order.provider is PaymentProvider.PAYPAL
         ):
-            return await self._outcome(order.id)
+            return await self.outcome(order.id)
         return await self._pay_with_stripe(order, method)
 
     @staticmethod
@@ -149,7 +149,7 @@ class Checkout:
         async with self._database.session(system=True) as session:
             await orders.set_payment_reference(session, order_id=order.id, reference=intent.id)
         await self.settle(order.id, intent)
-        outcome = await self._outcome(order.id)
+        outcome = await self.outcome(order.id)
         if outcome.order.state is OrderState.PENDING_PAYMENT and intent.client_secret:
             return Outcome(order=outcome.order, tickets=[], client_secret=intent.client_secret)
         return outcome
@@ -168,7 +168,7 @@ class Checkout:
                 now=utcnow(),
             )
         if released is not None:
-            await self._counters_changed(order.house_id)
+            await self.counters_changed(order.house_id)
 
     # --- Settling a payment ------------------------------------------------------------------
 
@@ -180,7 +180,7 @@ class Checkout:
                     session, order_id=order_id, charge_reference=intent.id, now=utcnow()
                 )
             if done.tickets or done.refunded:
-                await self._after_fulfilment(done)
+                await self.after_fulfilment(done)
         elif intent.status is PaymentIntentStatus.CANCELED:
             async with self._database.session(system=True) as session:
                 released = await orders.release(
@@ -191,9 +191,11 @@ class Checkout:
                     now=utcnow(),
                 )
             if released is not None:
-                await self._counters_changed(released.house_id)
+                await self.counters_changed(released.house_id)
 
-    async def _after_fulfilment(self, done: orders.Fulfilment) -> None:
+    async def after_fulfilment(self, done: orders.Fulfilment) -> None:
+        """After a committed fulfilment (any provider): send its refund if it had to be
+        refunded, invalidate the catalogue, publish the house's events."""
         if done.refunded:
             await refunds.send_pending_refunds(self._database, self._gateways)
         house = await self._house(done.order.house_id)
@@ -219,7 +221,7 @@ class Checkout:
             except ProviderUnavailable as error:
                 raise _provider_unavailable(error, reason="PROVIDER_UNAVAILABLE") from None
             await self.settle(order.id, intent)
-        return (await self._outcome(order.id)).order
+        return (await self.outcome(order.id)).order
 
     async def settle_reference(self, reference: str) -> bool:
         """A webhook named a PaymentIntent: re-read it and settle its order. False when no order
@@ -274,7 +276,7 @@ class Checkout:
                     metadata={"state": order.state.value},
                 )
         await self._after_release(released)
-        return (await self._outcome(order_id)).order
+        return (await self.outcome(order_id)).order
 
     async def expire_due(self) -> int:
         """Releases every unpaid order past its expiry; returns how many."""
@@ -307,7 +309,7 @@ class Checkout:
         return expired
 
     async def _after_release(self, order: Order) -> None:
-        await self._counters_changed(order.house_id)
+        await self.counters_changed(order.house_id)
         if order.provider is PaymentProvider.STRIPE and order.provider_payment_reference:
             try:
                 intent = await self._gateways.stripe.cancel_payment_intent(
@@ -356,7 +358,7 @@ class Checkout:
     async def _reconcile_one(self, order_id: uuid.UUID, reference: str | None) -> int:
         try:
             if reference is None:
-                intent = await self._find_intent(order_id)
+                intent = await self.find_intent(order_id)
                 if intent is None:
                     return 0
                 async with self._database.session(system=True) as session:
@@ -371,7 +373,7 @@ class Checkout:
             return 0
         return 1
 
-    async def _find_intent(self, order_id: uuid.UUID) -> PaymentIntentResult | None:
+    async def find_intent(self, order_id: uuid.UUID) -> PaymentIntentResult | None:
         """The PaymentIntent of an order whose id was never stored (the process died right
         after creating it): Stripe's PaymentIntents carry the order id in their metadata."""
         async with self._database.session(system=True) as session:
@@ -400,11 +402,13 @@ class Checkout:
         assert house is not None
         return house
 
-    async def _counters_changed(self, house_id: uuid.UUID) -> None:
+    async def counters_changed(self, house_id: uuid.UUID) -> None:
+        """After a committed reservation or release: catalogue cache and sales progress."""
         await self._cache.invalidate()
         await house_events.sales_progress(self._events, await self._house(house_id))
 
-    async def _outcome(self, order_id: uuid.UUID) -> Outcome:
+    async def outcome(self, order_id: uuid.UUID) -> Outcome:
+        """The order as committed now, with its tickets by number."""
         async with self._database.session(system=True) as session:
             order = await session.get(Order, order_id, populate_existing=True)
             assert order is not None

@@ -155,7 +155,7 @@ class PayPalFlow:
             raise _unavailable(error) from None
         async with self._database.session(system=True) as session:
             await orders.set_payment_reference(session, order_id=order.id, reference=created.id)
-        stored = (await self._checkout._outcome(order.id)).order
+        stored = (await self._checkout.outcome(order.id)).order
         if stored.provider_payment_reference != created.id:
             # Another call stored its PayPal order first (PayPal's replay window had passed):
             # that one is the order's.
@@ -182,7 +182,7 @@ class PayPalFlow:
             # PurchaseTickets may have died between creating the PaymentIntent and storing its
             # id: Stripe finds it by the order id in its metadata.
             try:
-                found = await self._checkout._find_intent(order.id)
+                found = await self._checkout.find_intent(order.id)
             except ProviderError as error:
                 raise _unavailable(error) from None
             reference = found.id if found is not None else None
@@ -200,7 +200,7 @@ class PayPalFlow:
                     raise _unavailable(error) from None
             if intent.status is PaymentIntentStatus.SUCCEEDED:
                 await self._checkout.settle(order.id, intent)
-                raise _not_pending((await self._checkout._outcome(order.id)).order)
+                raise _not_pending((await self._checkout.outcome(order.id)).order)
             if intent.status is not PaymentIntentStatus.CANCELED:
                 raise FailedPrecondition(
                     "PAYMENT_IN_PROGRESS",
@@ -228,7 +228,7 @@ class PayPalFlow:
                     )
                     .values(provider=PaymentProvider.PAYPAL, provider_payment_reference=None)
                 )
-        current = (await self._checkout._outcome(order.id)).order
+        current = (await self._checkout.outcome(order.id)).order
         if current.state is not OrderState.PENDING_PAYMENT:
             raise _not_pending(current)
         return current
@@ -254,7 +254,7 @@ class PayPalFlow:
         if captured is not None and captured.status == "COMPLETED":
             await self._fulfil(order.id, captured)
         # PENDING (e.g. held for review): the PAYMENT.CAPTURE.COMPLETED webhook fulfils later.
-        return (await self._checkout._outcome(order.id)).order
+        return (await self._checkout.outcome(order.id)).order
 
     async def _capture_at_paypal(self, order: Order, reference: str) -> PayPalCapture | None:
         """The capture PayPal made, or None when the order was settled from PayPal's state
@@ -297,7 +297,7 @@ class PayPalFlow:
                 # E.g. ORDER_ALREADY_CAPTURED: captured by a call whose answer was lost.
                 log.info("order %s: capture refused (%s); re-reading PayPal", order.id, refused)
                 await self.settle(order.id, reference)
-                if (await self._checkout._outcome(order.id)).order.state is (
+                if (await self._checkout.outcome(order.id)).order.state is (
                     OrderState.PENDING_PAYMENT
                 ):
                     raise
@@ -321,7 +321,7 @@ class PayPalFlow:
                 done.order.currency,
             )
         if done.tickets or done.refunded:
-            await self._checkout._after_fulfilment(done)
+            await self._checkout.after_fulfilment(done)
 
     async def _fail(self, order_id: uuid.UUID, *, reason: str) -> None:
         async with self._database.session(system=True) as session:
@@ -333,7 +333,7 @@ class PayPalFlow:
                 now=utcnow(),
             )
         if released is not None:
-            await self._checkout._counters_changed(released.house_id)
+            await self._checkout.counters_changed(released.house_id)
 
     # --- Settling from PayPal's state --------------------------------------------------------
 
