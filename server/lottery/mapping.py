@@ -12,6 +12,7 @@ from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
 from amesa.lottery.v1 import lottery_service_pb2 as pb
 from amesa.type.v1 import money_pb2
+from server.core.money import money, optional_money
 from server.lottery import catalogue, entrylog, stats
 from server.lottery.models import (
     Draw,
@@ -85,12 +86,6 @@ def datetime_from_proto(message: timestamp_pb2.Timestamp) -> datetime.datetime:
     return message.ToDatetime(tzinfo=datetime.UTC)
 
 
-def money(amount_minor: int | None, currency: str | None) -> money_pb2.Money | None:
-    if amount_minor is None or currency is None:
-        return None
-    return money_pb2.Money(currency_code=currency, amount_minor=amount_minor)
-
-
 def set_location(message: pb.House, location: WKBElement | None) -> None:
     if location is None:
         return
@@ -131,7 +126,7 @@ def image_to_proto(image: HouseImage, *, media_base_url: str) -> pb.HouseImage:
 
 def lottery_terms_to_proto(house: House) -> pb.LotteryTerms:
     return pb.LotteryTerms(
-        ticket_price=money(house.ticket_price_minor, house.currency),
+        ticket_price=optional_money(house.ticket_price_minor, house.currency),
         total_tickets=house.total_tickets,
         min_participation=house.min_participation,
         max_tickets_per_order=house.max_tickets_per_order,
@@ -155,7 +150,7 @@ def house_to_proto(house: House, *, images: list[HouseImage], media_base_url: st
         bedrooms=house.bedrooms,
         bathrooms=house.bathrooms,
         area_m2=house.area_m2,
-        property_value=money(house.property_value_minor, house.property_value_currency),
+        property_value=optional_money(house.property_value_minor, house.property_value_currency),
         features=list(house.features),
         metadata=metadata_to_proto(house.metadata_),
         images=[image_to_proto(image, media_base_url=media_base_url) for image in images],
@@ -381,10 +376,7 @@ def bucket_size_from_proto(value: pb.StatsBucketSize.ValueType) -> stats.BucketS
 
 
 def _amounts(amounts: dict[str, int]) -> list[money_pb2.Money]:
-    return [
-        money_pb2.Money(currency_code=currency, amount_minor=amount)
-        for currency, amount in sorted(amounts.items())
-    ]
+    return [money(amount, currency) for currency, amount in sorted(amounts.items())]
 
 
 def participation_to_proto(row: stats.Participation) -> pb.HouseParticipation:
@@ -400,7 +392,7 @@ def participation_to_proto(row: stats.Participation) -> pb.HouseParticipation:
         min_participation_reached=house.tickets_sold >= house.min_participation,
         unique_buyers=row.unique_buyers,
         tickets_sold_in_interval=row.tickets_sold_in_interval,
-        gross_sales=money(row.gross_sales_minor, house.currency),
+        gross_sales=optional_money(row.gross_sales_minor, house.currency),
     )
 
 

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 
 from amesa.payment.v1 import payment_service_pb2 as pb
-from amesa.type.v1 import money_pb2
+from server.core.money import money
 from server.core.names import parse_id, parse_name
 from server.lottery.mapping import timestamp
 from server.payment.models import (
@@ -44,10 +44,6 @@ TRANSACTION_STATE_TO_PROTO = {
     TransactionState.FAILED: pb.TRANSACTION_STATE_FAILED,
 }
 TRANSACTION_STATE_FROM_PROTO = {value: key for key, value in TRANSACTION_STATE_TO_PROTO.items()}
-
-
-def money(amount_minor: int, currency: str) -> money_pb2.Money:
-    return money_pb2.Money(currency_code=currency, amount_minor=amount_minor)
 
 
 def order_name(order: Order) -> str:

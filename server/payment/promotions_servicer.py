@@ -11,9 +11,9 @@ import grpc
 from google.protobuf import empty_pb2, timestamp_pb2
 
 from amesa.payment.v1 import payment_service_pb2 as pb
-from amesa.type.v1 import money_pb2
 from server.core.context import require_principal
 from server.core.deps import Deps
+from server.core.money import money
 from server.core.names import parse_id, parse_name
 from server.payment import promotions
 from server.payment.models import Promotion
@@ -56,10 +56,6 @@ def _datetime(message: pb.Promotion, field: str) -> datetime.datetime | None:
     return value.ToDatetime(tzinfo=datetime.UTC)
 
 
-def _money(amount_minor: int, currency: str) -> money_pb2.Money:
-    return money_pb2.Money(currency_code=currency, amount_minor=amount_minor)
-
-
 def promotion_to_proto(promotion: Promotion) -> pb.Promotion:
     message = pb.Promotion(
         name=promotions.promotion_name(promotion.id),
@@ -80,7 +76,7 @@ def promotion_to_proto(promotion: Promotion) -> pb.Promotion:
         message.percent_off_bps = promotion.percent_off_bps
     elif promotion.amount_off_minor is not None and promotion.amount_off_currency is not None:
         message.amount_off.CopyFrom(
-            _money(promotion.amount_off_minor, promotion.amount_off_currency)
+            money(promotion.amount_off_minor, promotion.amount_off_currency)
         )
     elif promotion.free_tickets is not None:
         message.free_tickets = promotion.free_tickets
@@ -115,10 +111,10 @@ def preview_to_proto(preview: promotions.Preview) -> pb.ValidatePromotionRespons
         valid=rejection is None,
         rejection=_REJECTION_TO_PROTO[rejection],
         description=promotion.description if promotion is not None else "",
-        unit_price=_money(preview.unit_price_minor, preview.currency),
-        subtotal=_money(preview.subtotal_minor, preview.currency),
-        discount=_money(preview.discount_minor, preview.currency),
-        total=_money(preview.total_minor, preview.currency),
+        unit_price=money(preview.unit_price_minor, preview.currency),
+        subtotal=money(preview.subtotal_minor, preview.currency),
+        discount=money(preview.discount_minor, preview.currency),
+        total=money(preview.total_minor, preview.currency),
         min_quantity=(
             promotion.min_quantity
             if promotion is not None and rejection is promotions.Rejection.QUANTITY_TOO_LOW

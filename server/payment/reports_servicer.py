@@ -8,10 +8,10 @@ from typing import Any
 import grpc
 
 from amesa.payment.v1 import payment_service_pb2 as pb
-from amesa.type.v1 import money_pb2
 from server.core.context import require_principal
 from server.core.deps import Deps
 from server.core.errors import FieldViolation, InvalidArgument
+from server.core.money import money
 from server.core.names import parse_id, parse_name
 from server.payment import reports
 from server.payment.models import PaymentProvider
@@ -64,18 +64,14 @@ class ReportRpcs:
         )
 
 
-def _money(amount_minor: int, currency: str) -> money_pb2.Money:
-    return money_pb2.Money(currency_code=currency, amount_minor=amount_minor)
-
-
 def _row_to_proto(row: reports.RevenueRow) -> pb.RevenueReportRow:
     message = pb.RevenueReportRow(
         house=f"houses/{row.house_id}" if row.house_id else "",
         provider=_PROVIDER[row.provider] if row.provider else pb.PAYMENT_PROVIDER_UNSPECIFIED,
         currency_code=row.currency,
-        gross=_money(row.gross_minor, row.currency),
-        refunds=_money(row.refunds_minor, row.currency),
-        net=_money(row.net_minor, row.currency),
+        gross=money(row.gross_minor, row.currency),
+        refunds=money(row.refunds_minor, row.currency),
+        net=money(row.net_minor, row.currency),
         paid_orders=row.paid_orders,
         tickets=row.tickets,
     )

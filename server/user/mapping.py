@@ -10,6 +10,7 @@ from google.protobuf import timestamp_pb2
 from amesa.type.v1 import money_pb2
 from amesa.user.v1 import user_service_pb2 as pb
 from server.core.models import ActivityLog
+from server.core.money import optional_money
 from server.core.names import child_name, user_name
 from server.user.admin import UserFilter
 from server.user.kyc import Upload
@@ -146,17 +147,11 @@ def document_type_from_proto(value: pb.IdentityDocumentType.ValueType) -> str:
     return pb.IdentityDocumentType.Name(value).removeprefix("IDENTITY_DOCUMENT_TYPE_")
 
 
-def money(amount_minor: int | None, currency: str) -> money_pb2.Money | None:
-    if amount_minor is None:
-        return None
-    return money_pb2.Money(currency_code=currency, amount_minor=amount_minor)
-
-
 def _pending(change: PendingChange | None, currency: str) -> pb.PendingLimitChange | None:
     if change is None:
         return None
     return pb.PendingLimitChange(
-        limit=money(change.amount_minor, currency),
+        limit=optional_money(change.amount_minor, currency),
         effective_time=timestamp(change.effective_time),
     )
 
@@ -165,15 +160,15 @@ def play_limits_to_proto(view: LimitsView) -> pb.PlayLimits:
     currency = view.currency
     return pb.PlayLimits(
         name=f"{user_name(view.user_id)}/playLimits",
-        daily_limit=money(view.daily.amount_minor, currency),
-        weekly_limit=money(view.weekly.amount_minor, currency),
-        monthly_limit=money(view.monthly.amount_minor, currency),
+        daily_limit=optional_money(view.daily.amount_minor, currency),
+        weekly_limit=optional_money(view.weekly.amount_minor, currency),
+        monthly_limit=optional_money(view.monthly.amount_minor, currency),
         pending_daily_limit=_pending(view.daily.pending, currency),
         pending_weekly_limit=_pending(view.weekly.pending, currency),
         pending_monthly_limit=_pending(view.monthly.pending, currency),
-        daily_spent=money(view.daily.spent_minor, currency),
-        weekly_spent=money(view.weekly.spent_minor, currency),
-        monthly_spent=money(view.monthly.spent_minor, currency),
+        daily_spent=optional_money(view.daily.spent_minor, currency),
+        weekly_spent=optional_money(view.weekly.spent_minor, currency),
+        monthly_spent=optional_money(view.monthly.spent_minor, currency),
         update_time=timestamp(view.update_time),
     )
 
