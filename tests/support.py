@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -117,3 +118,11 @@ async def separate_server(
         yield app
     finally:
         await app.stop(grace=0)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a process that needs its port chosen up front
+    (a separate server, Envoy, localstripe; aiosmtpd cannot bind port 0)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,15 +18,10 @@ from grpc_health.v1 import health_pb2
 from amesa.content.v1 import content_service_pb2 as pb
 from amesa.content.v1 import content_service_pb2_grpc
 from server.core.settings import Settings
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CALLS = 40
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _workers(pid: int) -> set[int]:
@@ -44,7 +38,7 @@ def _workers(pid: int) -> set[int]:
 async def two_workers(
     settings: Settings, migrated_database: str
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, int, int]]:
-    grpc_port, metrics_port = _free_port(), _free_port()
+    grpc_port, metrics_port = free_port(), free_port()
     env = {
         **os.environ,
         "AMESA_ENV": "test",

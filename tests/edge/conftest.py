@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,20 +13,15 @@ import pytest_asyncio
 
 from server.app import App
 from tests.lottery.conftest import callers  # noqa: F401 - fixture
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def envoy(app: App, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     """Envoy on free ports, proxying to the test server; yields its base URL."""
-    listener, admin = _free_port(), _free_port()
+    listener, admin = free_port(), free_port()
     config = (ROOT / "envoy" / "envoy.yaml").read_text()
     config = (
         config.replace("port_value: 8080", f"port_value: {listener}")

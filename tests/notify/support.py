@@ -9,7 +9,6 @@ import base64
 import datetime
 import email
 import email.policy
-import socket
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -31,14 +30,7 @@ from server.core.settings import NotifyConfig, load_notify_config
 from server.notify import channels
 from server.notify.dispatcher import JOB_NAME, Dispatcher
 from server.user.models import Notification, NotificationCategory
-
-
-def free_port() -> int:
-    # aiosmtpd cannot bind port 0 (its readiness check connects to the configured port).
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+from tests.support import free_port
 
 
 class _Handler:

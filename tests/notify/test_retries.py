@@ -7,7 +7,8 @@ import datetime
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.app import App
-from tests.notify.support import dispatcher, enqueue, free_port, make_due, outbox_row, smtp_sink
+from tests.notify.support import dispatcher, enqueue, make_due, outbox_row, smtp_sink
+from tests.support import free_port
 from tests.user.conftest import Account
 
 TRANSIENT = "451 4.3.0 Mailbox busy, try again later"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ import pytest
 import pytest_asyncio
 
 from server.payment.providers.stripe_gateway import StripeGateway
+from tests.support import free_port
 
 # localstripe accepts any key that starts with "sk_"; a recognisable one helps reading its log.
 API_KEY = "sk_test_amesa_localstripe"
@@ -71,13 +71,6 @@ class LocalStripe:
         return body
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _answers(base_url: str) -> bool:
     try:
         response = httpx.get(f"{base_url}/v1/balance", auth=(API_KEY, ""), timeout=1.0)
@@ -87,7 +80,7 @@ def _answers(base_url: str) -> bool:
 
 
 def _start(workdir: Path, log: IO[bytes]) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
+    port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
         [sys.executable, "-m", "localstripe", "--port", str(port), "--from-scratch"],

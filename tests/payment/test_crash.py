@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -30,14 +29,9 @@ from server.payment.models import Order, OrderState, Transaction, TransactionSta
 from tests.lottery.conftest import Callers, active_house
 from tests.payment.localstripe import LocalStripe
 from tests.payment.support import buyer
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _env(settings: Settings, port: int, **extra: str) -> dict[str, str]:
@@ -101,7 +95,7 @@ async def test_a_server_killed_after_charging_loses_nothing(
 ) -> None:
     house = await active_house(callers, owner_engine, total=10)
     who = await buyer(app, owner_engine)
-    port = _free_port()
+    port = free_port()
     request = pb.PurchaseTicketsRequest(
         house=house.name, quantity=3, request_id=str(uuid.uuid4()), payment_method=who.card
     )
