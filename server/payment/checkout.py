@@ -197,7 +197,11 @@ class Checkout:
         """After a committed fulfilment (any provider): send its refund if it had to be
         refunded, invalidate the catalogue, publish the house's events."""
         if done.refunded:
-            await refunds.send_pending_refunds(self._database, self._gateways)
+            await refunds.send_refund(
+                self._database,
+                self._gateways,
+                idempotency_key=orders.auto_refund_key(done.order.id),
+            )
         house = await self._house(done.order.house_id)
         await self._cache.invalidate()
         if done.tickets:

@@ -62,6 +62,11 @@ def order_not_found() -> NotFound:
     return NotFound("ORDER_NOT_FOUND", "no such order for this user")
 
 
+def auto_refund_key(order_id: uuid.UUID) -> str:
+    """The idempotency key of the refund of a payment that could not get its tickets."""
+    return f"auto-refund:{order_id}"
+
+
 def charge_key(order_id: uuid.UUID) -> str:
     """The idempotency key of an order's charge, at the provider and in the ledger."""
     return str(order_id)
@@ -392,7 +397,7 @@ async def fulfil(
             amount_minor=order.total_minor,
             reason=AUTO_REFUND_REASON,
             request_id=None,
-            key=f"auto-refund:{order.id}",
+            key=auto_refund_key(order.id),
             payment_reference=charge_reference,
         )
     else:

@@ -1,10 +1,11 @@
 """Refunds: recorded in the ledger first, sent to the provider after commit.
 
 A refund is a REFUND transaction written PENDING in the same database transaction that changes
-the order (its state, `refunded_minor`, voided tickets); `send_pending_refunds` then calls the
+the order (its state, `refunded_minor`, voided tickets); `send_refund` then calls the
 provider with the transaction's idempotency key and records the outcome. Whoever recorded the
-refund calls it right after commit, and the payment job calls it every round, so a refund
-interrupted by a crash is sent later — never lost, never sent under another key.
+refund sends it right after commit, and the payment job sends whatever is left every round
+(`send_pending_refunds`), so a refund interrupted by a crash is sent later — never lost, never
+sent under another key.
 
 Three sources: an admin's RefundOrder, the automatic refund of a payment that arrived after its
 reservation was gone (orders.fulfil), and a cancelled lottery (the `payment.refund_cancelled_house`
@@ -189,9 +190,28 @@ async def refund_order(
 # --- Sending refunds -----------------------------------------------------------------------------
 
 
+# A refund waits for the charge it refunds to be known.
+_SENDABLE = (
+    Transaction.kind == TransactionKind.REFUND,
+    Transaction.state == TransactionState.PENDING,
+    Transaction.provider_payment_reference.is_not(None),
+)
+
+
+async def send_refund(database: Database, gateways: Gateways, *, idempotency_key: str) -> bool:
+    """Sends one PENDING refund now (whoever just recorded it); True when the provider settled
+    it. The payment job sends whatever is left (`send_pending_refunds`)."""
+    async with database.session(system=True) as session:
+        refund = await session.scalar(
+            select(Transaction).where(Transaction.idempotency_key == idempotency_key, *_SENDABLE)
+        )
+    return refund is not None and await _settle(database, gateways, refund)
+
+
 async def send_pending_refunds(database: Database, gateways: Gateways) -> int:
     """Sends every PENDING refund to its provider (idempotency key = the transaction's);
-    returns how many were settled. Safe to run on several replicas at once."""
+    returns how many were settled. Two senders racing send under the same key, which the
+    provider answers once."""
     settled = 0
     while True:
         async with database.session(system=True) as session:
@@ -199,39 +219,29 @@ async def send_pending_refunds(database: Database, gateways: Gateways) -> int:
                 (
                     await session.scalars(
                         select(Transaction)
-                        .where(
-                            Transaction.kind == TransactionKind.REFUND,
-                            Transaction.state == TransactionState.PENDING,
-                            # A refund waits for the charge it refunds to be known.
-                            Transaction.provider_payment_reference.is_not(None),
-                        )
+                        .where(*_SENDABLE)
                         .order_by(Transaction.create_time)
                         .limit(_BATCH)
-                        .with_for_update(skip_locked=True)
                     )
                 ).all()
             )
-            # Claimed rows are released at commit; a concurrent worker may pick one up again
-            # and send it under the same idempotency key, which the provider answers once.
-        if not batch:
+        progressed = [await _settle(database, gateways, refund) for refund in batch]
+        settled += sum(progressed)
+        if not any(progressed) or len(batch) < _BATCH:
             return settled
-        progressed = False
-        for refund in batch:
-            outcome = await _send(gateways, refund)
-            if outcome is None:
-                continue
-            progressed = True
-            settled += 1
-            async with database.session(system=True) as session:
-                await session.execute(
-                    update(Transaction)
-                    .where(
-                        Transaction.id == refund.id, Transaction.state == TransactionState.PENDING
-                    )
-                    .values(**outcome)
-                )
-        if not progressed or len(batch) < _BATCH:
-            return settled
+
+
+async def _settle(database: Database, gateways: Gateways, refund: Transaction) -> bool:
+    outcome = await _send(gateways, refund)
+    if outcome is None:
+        return False
+    async with database.session(system=True) as session:
+        await session.execute(
+            update(Transaction)
+            .where(Transaction.id == refund.id, Transaction.state == TransactionState.PENDING)
+            .values(**outcome)
+        )
+    return True
 
 
 async def _send(gateways: Gateways, refund: Transaction) -> dict[str, Any] | None:

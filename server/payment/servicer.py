@@ -147,8 +147,10 @@ class PaymentServicer(
                 actor=principal,
                 now=utcnow(),
             )
-            refund_id = refund.id
-        await refunds.send_pending_refunds(self._deps.database, self._deps.gateways)
+            refund_id, refund_key = refund.id, refund.idempotency_key
+        await refunds.send_refund(
+            self._deps.database, self._deps.gateways, idempotency_key=refund_key
+        )
         async with self._deps.database.session(system=True) as session:
             settled = await session.get(Transaction, refund_id, populate_existing=True)
             assert settled is not None
