@@ -234,13 +234,19 @@ async def lock_draw(session: AsyncSession, *, house_id: uuid.UUID) -> Draw | Non
     return draw
 
 
+async def find_draw(session: AsyncSession, *, house_id: uuid.UUID) -> Draw | None:
+    """The house's draw with its final tree head, as the mapping shows it; None before publish."""
+    draw: Draw | None = await session.scalar(
+        select(Draw).options(selectinload(Draw.final_tree_head)).where(Draw.house_id == house_id)
+    )
+    return draw
+
+
 async def get_draw(session: AsyncSession, *, house_id: uuid.UUID, admin: bool) -> Draw:
     """The draw of a house visible to the caller: HOUSE_NOT_FOUND as GetHouse decides, then
     DRAW_NOT_FOUND when it was never published."""
     await get_house(session, house_id=house_id, admin=admin)
-    draw: Draw | None = await session.scalar(
-        select(Draw).options(selectinload(Draw.final_tree_head)).where(Draw.house_id == house_id)
-    )
+    draw = await find_draw(session, house_id=house_id)
     if draw is None:
         raise draw_not_found()
     return draw

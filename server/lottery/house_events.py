@@ -29,16 +29,13 @@ import uuid
 from collections.abc import AsyncGenerator, Sequence
 from typing import Final
 
-from sqlalchemy import select
-from sqlalchemy.orm import selectinload
-
 from amesa.lottery.v1 import lottery_service_pb2 as pb
 from server.core.db import Database
 from server.core.errors import Aborted
 from server.core.events import EventBus, Resubscribed, SubscriberLagged, next_event
-from server.lottery import catalogue, mapping
+from server.lottery import catalogue, draws, mapping
 from server.lottery.lifecycle import utcnow
-from server.lottery.models import Draw, House, HouseState, SignedTreeHead
+from server.lottery.models import House, HouseState, SignedTreeHead
 
 log = logging.getLogger("amesa.lottery.events")
 
@@ -144,11 +141,7 @@ async def _snapshot(
                 )
             )
         )
-        draw = await session.scalar(
-            select(Draw)
-            .options(selectinload(Draw.final_tree_head))
-            .where(Draw.house_id == house_id)
-        )
+        draw = await draws.find_draw(session, house_id=house_id)
         if draw is not None:
             message.snapshot.draw.CopyFrom(mapping.draw_to_proto(draw))
         state = house.state
