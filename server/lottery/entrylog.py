@@ -37,7 +37,7 @@ from server.lottery.tickets import whole_milliseconds
 
 HEAD_INTERVAL = timedelta(seconds=60)
 # Trees above this many leaves are hashed off the event loop.
-_THREAD_THRESHOLD = 4096
+THREAD_THRESHOLD = 4096
 
 
 class TicketNotYetLogged(FailedPrecondition):
@@ -87,7 +87,7 @@ async def sign_tree_head(
     size = len(leaves)
     root = (
         await asyncio.to_thread(merkle_root, leaves)
-        if size > _THREAD_THRESHOLD
+        if size > THREAD_THRESHOLD
         else merkle_root(leaves)
     )
     timestamp = whole_milliseconds(now)
@@ -151,7 +151,7 @@ async def inclusion_proof(
     if head is None or head.tree_size <= ticket.leaf_index:
         raise TicketNotYetLogged(HEAD_INTERVAL)
     leaves = await _leaves(session, house_id=ticket.house_id, size=head.tree_size)
-    if len(leaves) > _THREAD_THRESHOLD:
+    if len(leaves) > THREAD_THRESHOLD:
         tree = await asyncio.to_thread(MerkleTree, leaves)
     else:
         tree = MerkleTree(leaves)

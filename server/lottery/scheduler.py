@@ -50,7 +50,6 @@ SCHEDULER_JOB: Final = "lottery.scheduler"
 TREE_HEAD_JOB: Final = "lottery.tree_heads"
 # A draw over a million tickets hashes for a few seconds; the beacon call has its own timeout.
 _JOB_TIMEOUT: Final = timedelta(minutes=5)
-_THREAD_THRESHOLD: Final = 4096
 
 
 class BeaconRoundPending(FailedPrecondition):
@@ -353,7 +352,7 @@ class Scheduler:
                 reserves=inputs.reserves,
             )
 
-        if len(leaves) > _THREAD_THRESHOLD:
+        if len(leaves) > entrylog.THREAD_THRESHOLD:
             return await asyncio.to_thread(compute)
         return compute()
 
