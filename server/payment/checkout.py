@@ -25,13 +25,14 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.deps import Deps
-from server.core.errors import FailedPrecondition, NotFound, Unavailable
+from server.core.errors import FailedPrecondition, NotFound
 from server.core.failpoints import failpoint
 from server.lottery import house_events
 from server.lottery.cache import CatalogueCache
 from server.lottery.lifecycle import utcnow
 from server.lottery.models import House, Ticket
 from server.payment import orders, refunds
+from server.payment.gateways import provider_unavailable
 from server.payment.models import (
     Order,
     OrderState,
@@ -45,10 +46,6 @@ from server.payment.providers.stripe_gateway import PaymentIntentResult, Payment
 log = logging.getLogger("amesa.payment.checkout")
 
 _RECONCILE_BATCH: Final = 100
-
-
-def _provider_unavailable(error: Exception, *, reason: str) -> Unavailable:
-    return Unavailable(reason, f"the payment provider could not be reached; retry later ({error})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +139,7 @@ class Checkout:
                 },
             ) from None
         except ProviderUnavailable as error:
-            raise _provider_unavailable(error, reason="PAYMENT_PROVIDER_UNAVAILABLE") from None
+            raise provider_unavailable(error, reason="PAYMENT_PROVIDER_UNAVAILABLE") from None
         # The dangerous gap: charged at the provider, nothing recorded here yet. The reconciler
         # finds such payments by their order id (chaos test: tests/payment/test_crash.py).
         failpoint("after_payment_intent")
@@ -223,7 +220,7 @@ class Checkout:
                     order.provider_payment_reference
                 )
             except ProviderUnavailable as error:
-                raise _provider_unavailable(error, reason="PROVIDER_UNAVAILABLE") from None
+                raise provider_unavailable(error, reason="PROVIDER_UNAVAILABLE") from None
             await self.settle(order.id, intent)
         return (await self.outcome(order.id)).order
 

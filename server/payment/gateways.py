@@ -4,13 +4,23 @@ FAILED_PRECONDITION PROVIDER_DISABLED."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
-from server.core.errors import FailedPrecondition
+from server.core.errors import FailedPrecondition, Unavailable
 from server.core.settings import PaymentConfig
 from server.payment.models import PaymentProvider
 from server.payment.providers.paypal import PayPalClient
 from server.payment.providers.stripe_gateway import StripeGateway
+
+log = logging.getLogger("amesa.payment")
+
+
+def provider_unavailable(error: Exception, *, reason: str = "PROVIDER_UNAVAILABLE") -> Unavailable:
+    """What a client sees when a provider could not be reached: UNAVAILABLE with `reason`, the
+    provider's own words logged here rather than sent out."""
+    log.warning("payment provider unavailable: %s", error)
+    return Unavailable(reason, "the payment provider could not be reached; retry later")
 
 
 def provider_disabled(provider: str) -> FailedPrecondition:

@@ -32,10 +32,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.core.db import Database
 from server.core.deps import Deps
-from server.core.errors import FailedPrecondition, NotFound, Unavailable
+from server.core.errors import FailedPrecondition, NotFound
 from server.core.models import Outbox
 from server.core.outbox import enqueue
 from server.core.pagination import Page, PageTokens, keyset_page
+from server.payment.gateways import provider_unavailable
 from server.payment.models import PaymentCustomer, PaymentMethod, PaymentProvider
 from server.payment.providers import (
     CardDeclined,
@@ -79,9 +80,7 @@ async def provider_call() -> AsyncIterator[None]:
     try:
         yield
     except ProviderUnavailable as error:
-        raise Unavailable(
-            "PROVIDER_UNAVAILABLE", "the payment provider could not be reached; retry later"
-        ) from error
+        raise provider_unavailable(error) from error
 
 
 # The user's Stripe customer ------------------------------------------------------------------

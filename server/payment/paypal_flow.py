@@ -37,7 +37,7 @@ from server.core.errors import (
 from server.lottery.lifecycle import utcnow
 from server.payment import orders
 from server.payment.checkout import Checkout
-from server.payment.gateways import Gateways
+from server.payment.gateways import Gateways, provider_unavailable
 from server.payment.mapping import order_name
 from server.payment.models import (
     Order,
@@ -79,12 +79,6 @@ def capture_request_id(order_id: uuid.UUID) -> str:
     """PayPal-Request-Id of an order's capture: derived from the order id but distinct from
     the create call's, so the two can never be answered with each other's stored reply."""
     return f"capture-{order_id}"
-
-
-def _unavailable(error: ProviderError) -> Unavailable:
-    return Unavailable(
-        "PROVIDER_UNAVAILABLE", f"the payment provider could not be reached; retry later ({error})"
-    )
 
 
 def _not_pending(order: Order) -> FailedPrecondition:
@@ -152,7 +146,7 @@ class PayPalFlow:
                     description=f"{order.quantity} Amesa ticket(s)",
                 )
         except ProviderUnavailable as error:
-            raise _unavailable(error) from None
+            raise provider_unavailable(error) from None
         async with self._database.session(system=True) as session:
             await orders.set_payment_reference(session, order_id=order.id, reference=created.id)
         stored = (await self._checkout.outcome(order.id)).order
@@ -163,7 +157,7 @@ class PayPalFlow:
             try:
                 created = await paypal.get_order(stored.provider_payment_reference)
             except ProviderUnavailable as error:
-                raise _unavailable(error) from None
+                raise provider_unavailable(error) from None
         return stored, created.approve_url or ""
 
     async def _pending_order(self, order_id: uuid.UUID, *, user_id: uuid.UUID) -> Order:
@@ -184,20 +178,20 @@ class PayPalFlow:
             try:
                 found = await self._checkout.find_intent(order.id)
             except ProviderError as error:
-                raise _unavailable(error) from None
+                raise provider_unavailable(error) from None
             reference = found.id if found is not None else None
         if reference is not None:
             stripe = self._gateways.stripe
             try:
                 intent = await stripe.cancel_payment_intent(reference)
             except ProviderUnavailable as error:
-                raise _unavailable(error) from None
+                raise provider_unavailable(error) from None
             except ProviderError as refused:
                 log.info("order %s: Stripe payment not cancelled: %s", order.id, refused)
                 try:
                     intent = await stripe.retrieve_payment_intent(reference)
                 except ProviderError as error:
-                    raise _unavailable(error) from None
+                    raise provider_unavailable(error) from None
             if intent.status is PaymentIntentStatus.SUCCEEDED:
                 await self._checkout.settle(order.id, intent)
                 raise _not_pending((await self._checkout.outcome(order.id)).order)
@@ -250,7 +244,7 @@ class PayPalFlow:
         try:
             captured = await self._capture_at_paypal(order, reference)
         except ProviderUnavailable as error:
-            raise _unavailable(error) from None
+            raise provider_unavailable(error) from None
         if captured is not None and captured.status == "COMPLETED":
             await self._fulfil(order.id, captured)
         # PENDING (e.g. held for review): the PAYMENT.CAPTURE.COMPLETED webhook fulfils later.
@@ -513,7 +507,7 @@ async def verified_event(
     try:
         good = await paypal.verify_webhook_signature(lowered, body, webhook_id)
     except ProviderUnavailable as error:
-        raise _unavailable(error) from None
+        raise provider_unavailable(error) from None
     except ProviderError as refused:
         raise _invalid_signature(refused.code or "refused by PayPal") from None
     if not good:
